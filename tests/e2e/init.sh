@@ -1,0 +1,46 @@
+#!/bin/sh
+# /init of the e2e lab initramfs (busybox sh, PID 1).
+# Mounts the host root (9p tag hostroot, read-only) at /newroot with tmpfs over
+# tmp/run/var/tmp, mounts the writable out share (9p tag out) at
+# /newroot/run/e2e/out, then chroots into the host root and runs
+# $E2E_DIR/vm-init.sh as configured by out/config.env. Writes its exit code
+# to out/rc and powers the VM off.
+export PATH=/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo "e2e-init: uptime $(cut -d' ' -f1 /proc/uptime) loading modules"
+while read -r m; do
+    insmod "/lib/modules/$m.ko" || echo "e2e-init: insmod $m failed"
+done < /modules.order
+
+halt_vm() {
+    sync
+    echo "e2e-init: uptime $(cut -d' ' -f1 /proc/uptime) powering off"
+    poweroff -f
+    echo o > /proc/sysrq-trigger
+    sleep 10
+}
+fail() { echo "e2e-init: FATAL: $*"; [ -d /newroot/run/e2e/out ] && echo "init: $*" > /newroot/run/e2e/out/init-error; halt_vm; }
+
+R=/newroot
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot $R || fail "cannot mount 9p hostroot"
+for d in tmp run var/tmp; do
+    [ -d $R/$d ] && mount -t tmpfs -o mode=1777 tmpfs $R/$d
+done
+mkdir -p $R/run/e2e/out
+mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=512000,cache=none out $R/run/e2e/out || fail "cannot mount 9p out share"
+mount -t proc proc $R/proc
+mount -t sysfs sys $R/sys
+mount -t devtmpfs dev $R/dev
+mkdir -p $R/dev/pts $R/dev/shm
+mount -t devpts devpts $R/dev/pts
+mount -t tmpfs tmpfs $R/dev/shm
+[ -f $R/run/e2e/out/config.env ] || fail "no config.env in the out share"
+echo "e2e-init: uptime $(cut -d' ' -f1 /proc/uptime) host root mounted, running vm-init.sh"
+chroot $R /bin/sh -c '. /run/e2e/out/config.env && exec /bin/sh "$E2E_DIR/vm-init.sh"'
+rc=$?
+echo "$rc" > $R/run/e2e/out/rc
+echo "e2e-init: vm-init.sh exited $rc"
+halt_vm

@@ -1,0 +1,124 @@
+#!/bin/sh
+# run-lab.sh --build-dir DIR [--scenario NAME] [options]
+# Boots Debian's 6.1 kernel in qemu with the host root shared read-only over
+# 9p, runs tests/e2e/scenario.py inside and copies its results out through a
+# writable 9p share. Exit code = scenario result (non-zero on any failure,
+# including "qemu or the kernel cannot be had": this test never skips).
+#
+# Options:
+#   --build-dir DIR   build tree; agent = DIR/bin/ipsec-auditd (required)
+#   --scenario NAME   esp (default) | boot
+#   --agent PATH      agent binary, or "standin" for the python stand-in
+#   --cache DIR       kernel/initramfs cache (default DIR/e2e-cache)
+#   --out DIR         results (default DIR/e2e-out; wiped each run)
+#   --accel A         auto (default) | kvm | tcg   (env E2E_ACCEL)
+#   --timeout S       hard bound for the VM, seconds (default 300)
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+BUILD= SCENARIO=esp AGENT= CACHE= OUT= ACCEL=${E2E_ACCEL:-auto} TIMEOUT=${E2E_TIMEOUT:-300}
+die() { echo "run-lab: ERROR: $*" >&2; echo "e2e: 0 passed, 1 failed" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build-dir) BUILD=$2; shift 2 ;;
+        --scenario) SCENARIO=$2; shift 2 ;;
+        --agent) AGENT=$2; shift 2 ;;
+        --cache) CACHE=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        --accel) ACCEL=$2; shift 2 ;;
+        --timeout) TIMEOUT=$2; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+[ -n "$BUILD" ] || die "--build-dir is required"
+mkdir -p "$BUILD"
+BUILD=$(cd "$BUILD" && pwd)
+CACHE=${CACHE:-$BUILD/e2e-cache}
+OUT=${OUT:-$BUILD/e2e-out}
+AGENT=${AGENT:-$BUILD/bin/ipsec-auditd}
+if [ "$AGENT" != standin ]; then
+    case "$AGENT" in /*) ;; *) AGENT=$(pwd)/$AGENT ;; esac
+    [ -x "$AGENT" ] || die "agent binary $AGENT not found (build it, or pass --agent standin)"
+fi
+[ "$(id -u)" = 0 ] || echo "run-lab: warning: not root; the 9p share of / may miss unreadable files" >&2
+
+T0=$(date +%s.%N)
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
+
+QEMU=$(command -v qemu-system-x86_64 || true)
+[ -n "$QEMU" ] || die "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
+command -v python3 >/dev/null || die "python3 not found"
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || die "ip (iproute2) not found"
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || die "nft not found (apt-get install nftables)"
+
+mkdir -p "$CACHE"
+KINFO=$("$HERE/fetch-kernel.sh" "$CACHE") || die "cannot get the kernel (fetch-kernel.sh failed)"
+eval "$KINFO"
+INITRD="$CACHE/initramfs-$KVER.cpio.gz"
+if [ ! -f "$INITRD" ] || [ "$HERE/init.sh" -nt "$INITRD" ] || [ "$HERE/mkinitramfs.sh" -nt "$INITRD" ]; then
+    "$HERE/mkinitramfs.sh" "$MODROOT" "$KVER" "$INITRD" >/dev/null || die "mkinitramfs.sh failed"
+fi
+echo "run-lab: kernel $KVER ready ($(since "$T0") s)"
+
+# Accelerator: KVM only if it really works here, else TCG.
+if [ "$ACCEL" = auto ]; then
+    ACCEL=tcg
+    if [ -r /dev/kvm ] && [ -w /dev/kvm ] &&
+       timeout 20 "$QEMU" -accel kvm -machine none -nodefaults -display none -monitor none \
+           -serial none -S -device help </dev/null >/dev/null 2>&1 &&
+       echo quit | timeout 20 "$QEMU" -accel kvm -M pc -nodefaults -display none -S -monitor stdio \
+           >/dev/null 2>&1; then
+        ACCEL=kvm
+    fi
+fi
+case "$ACCEL" in
+    kvm) ACCEL_ARGS="-accel kvm -cpu host" ;;
+    tcg) ACCEL_ARGS="-accel tcg -cpu max" ;;
+    *) die "bad --accel $ACCEL" ;;
+esac
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cat > "$OUT/config.env" <<EOT
+E2E_DIR='$HERE'
+MODROOT='$MODROOT'
+KVER='$KVER'
+AGENT='$AGENT'
+SCENARIO='$SCENARIO'
+OUT_VM=/run/e2e/out
+SCENARIO_TIMEOUT=$((TIMEOUT - 60))
+EOT
+
+echo "run-lab: booting ($ACCEL, timeout ${TIMEOUT}s), scenario $SCENARIO, agent $AGENT"
+TB=$(date +%s.%N)
+set +e
+timeout -k 5 "$TIMEOUT" "$QEMU" $ACCEL_ARGS -m 2048 -smp 2 \
+    -nodefaults -no-user-config -display none -monitor none -no-reboot \
+    -serial "file:$OUT/console.log" \
+    -kernel "$VMLINUZ" -initrd "$INITRD" \
+    -append "console=ttyS0 loglevel=4 panic=-1 quiet" \
+    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+    -virtfs "local,path=$OUT,mount_tag=out,security_model=none" \
+    </dev/null >"$OUT/qemu.log" 2>&1
+QRC=$?
+set -e
+VMTIME=$(since "$TB")
+RC=$(cat "$OUT/rc" 2>/dev/null || echo none)
+echo "run-lab: VM ran ${VMTIME}s (qemu exit $QRC, scenario rc $RC, accel $ACCEL); total $(since "$T0")s"
+echo "accel=$ACCEL vm_seconds=$VMTIME total_seconds=$(since "$T0")" > "$OUT/timing.txt"
+
+if [ -f "$OUT/scenario.log" ]; then cat "$OUT/scenario.log"; fi
+if [ "$RC" != 0 ]; then
+    [ $QRC -eq 124 ] || [ $QRC -eq 137 ] && echo "run-lab: ERROR: VM killed after ${TIMEOUT}s timeout" >&2
+    echo "run-lab: ---- VM console ($OUT/console.log) ----" >&2
+    cat "$OUT/console.log" >&2 2>/dev/null || true
+    echo "run-lab: ---- qemu output ----" >&2
+    cat "$OUT/qemu.log" >&2 2>/dev/null || true
+    echo "run-lab: ---- end; results in $OUT ----" >&2
+    grep -q '^e2e: [0-9]* passed, [0-9]* failed$' "$OUT/scenario.log" 2>/dev/null ||
+        echo "e2e: 0 passed, 1 failed"
+    case "$RC" in ''|none|*[!0-9]*) exit 1 ;; 0) exit 1 ;; *) exit "$RC" ;; esac
+fi
+echo "run-lab: results in $OUT"
+exit 0
