@@ -3,8 +3,8 @@
 # Mounts the host root (9p tag hostroot, read-only) at /newroot with tmpfs over
 # tmp/run/var/tmp, mounts the writable out share (9p tag out) at
 # /newroot/run/e2e/out, then chroots into the host root and runs
-# $E2E_DIR/vm-init.sh as configured by out/config.env. Writes its exit code
-# to out/rc and powers the VM off.
+# $E2E_DIR/vm-init.sh (as configured by out/config.env) as PID 1 of the host
+# root; that script writes its exit code to out/rc and powers the VM off.
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -38,9 +38,8 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
 [ -f $R/run/e2e/out/config.env ] || fail "no config.env in the out share"
-echo "e2e-init: uptime $(cut -d' ' -f1 /proc/uptime) host root mounted, running vm-init.sh"
-chroot $R /bin/sh -c '. /run/e2e/out/config.env && exec /bin/sh "$E2E_DIR/vm-init.sh"'
-rc=$?
-echo "$rc" > $R/run/e2e/out/rc
-echo "e2e-init: vm-init.sh exited $rc"
-halt_vm
+echo "e2e-init: uptime $(cut -d' ' -f1 /proc/uptime) host root mounted, switching root"
+# switch_root (not chroot): kernel-spawned helpers such as modprobe must see the
+# host root too. vm-init.sh becomes PID 1, writes out/rc and powers off.
+exec switch_root $R /bin/sh -c '. /run/e2e/out/config.env && exec /bin/sh "$E2E_DIR/vm-init.sh"'
+fail "switch_root failed"

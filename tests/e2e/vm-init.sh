@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs inside the lab VM, chrooted into the host root (read-only 9p, tmpfs on
+# PID 1 of the lab VM after switch_root into the host root (read-only 9p, tmpfs on
 # /tmp /run /var/tmp), with config.env sourced (E2E_DIR MODROOT KVER AGENT
 # SCENARIO OUT_VM SCENARIO_TIMEOUT). Sets up kernel module loading from the
 # fetched module tree, then runs the scenario. Exit code = scenario result.
@@ -25,6 +25,7 @@ for m in esp4 esp6 xfrm_user veth nf_tables nft_log nfnetlink_log; do
 done
 ip link set lo up
 
+main() {
 echo "vm-init: uptime $(cut -d' ' -f1 /proc/uptime) starting scenario $SCENARIO"
 timeout -k 5 "${SCENARIO_TIMEOUT:-200}" python3 "$E2E_DIR/scenario.py" \
     --scenario "$SCENARIO" --agent "$AGENT" --out "$OUT" --e2e-dir "$E2E_DIR"
@@ -33,4 +34,12 @@ rc=$?
 echo "vm-init: uptime $(cut -d' ' -f1 /proc/uptime) scenario exited $rc"
 dmesg > "$OUT/dmesg.txt" 2>/dev/null
 cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ' > "$OUT/modules.txt"
-exit $rc
+return $rc
+}
+main
+rc=$?
+echo "$rc" > "$OUT/rc"
+sync
+echo "vm-init: uptime $(cut -d' ' -f1 /proc/uptime) powering off"
+echo o > /proc/sysrq-trigger
+while :; do :; done
