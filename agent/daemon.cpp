@@ -1,0 +1,114 @@
+#include "agent/daemon.hpp"
+
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+
+#include "agent/log.hpp"
+#include "audit/catalogue.hpp"
+
+namespace ipsec {
+
+namespace {
+std::string hostname() {
+  char b[256] = {};
+  if (::gethostname(b, sizeof b - 1) != 0) return "localhost";
+  return b;
+}
+}  // namespace
+
+Daemon::Daemon(Options opts) : opts_(std::move(opts)), signals_(io_, SIGINT, SIGTERM, SIGHUP) {}
+
+void Daemon::agent_event(EventKind kind, std::string message, nlohmann::json detail) {
+  Event e;
+  e.kind = kind;
+  e.source = Source::agent;
+  e.time = std::chrono::system_clock::now();
+  e.message = std::move(message);
+  e.detail = std::move(detail);
+  pipeline_->submit(e);
+}
+
+nlohmann::json Daemon::kernel_audit_detail() const {
+  nlohmann::json j = nlohmann::json::object();
+  if (audit_ && audit_->status()) {
+    const auto& s = *audit_->status();
+    j = {{"enabled", s.enabled}, {"lost", s.lost}, {"backlog", s.backlog}, {"backlog_limit", s.backlog_limit},
+         {"daemon_pid", s.pid}, {"receive_buffer", audit_->receive_buffer()}};
+  }
+  return j;
+}
+
+void Daemon::critical(const std::string& why) {
+  log(LogLevel::error, why);
+  agent_event(EventKind::critical_failure, "critical failure, the agent stops: " + why);
+  exit_code_ = 1;
+  sd_notify(0, "STOPPING=1");
+  if (audit_) audit_->stop();
+  io_.stop();
+}
+
+void Daemon::on_signal(int signo) {
+  if (signo == SIGHUP) {
+    for (const auto& err : pipeline_->reopen()) log(LogLevel::warning, "reopen failed: " + err);
+    signals_.async_wait([this](const boost::system::error_code& ec, int s) {
+      if (!ec) on_signal(s);
+    });
+    return;
+  }
+  sd_notify(0, "STOPPING=1");
+  if (audit_) audit_->stop();
+  nlohmann::json d = {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}};
+  if (audit_) {
+    const auto& st = audit_->stats();
+    d["kernel_audit_stats"] = {{"ipsec_records", st.ipsec_records}, {"parse_errors", st.parse_errors},
+                               {"overruns", st.overruns}, {"kernel_lost", st.kernel_lost}};
+  }
+  agent_event(EventKind::service_stopped, "IPsec audit stopped", std::move(d));
+  io_.stop();
+}
+
+int Daemon::run() {
+  pipeline_ = std::make_unique<Pipeline>(hostname());
+  for (const auto& spec : effective_outputs(opts_)) {
+    auto s = open_sink(spec);
+    if (!s) {
+      log(LogLevel::error, s.error().message);
+      return 1;
+    }
+    pipeline_->add_sink(std::move(*s));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(opts_.state_dir, ec);
+  if (ec) log(LogLevel::warning, "cannot create state directory " + opts_.state_dir + ": " + ec.message());
+
+  KernelAuditSource::Config acfg;
+  acfg.enable_kernel_audit = opts_.enable_kernel_audit;
+  acfg.status_interval = std::chrono::seconds(opts_.audit_status_interval_s);
+  acfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
+  audit_ = std::make_unique<KernelAuditSource>(
+      io_, acfg, [this](const Event& e) { pipeline_->submit(e); }, [this](const std::string& why) { critical(why); });
+  if (auto r = audit_->start(); !r) {
+    log(LogLevel::error, r.error().message);
+    agent_event(EventKind::critical_failure, "critical failure at start: " + r.error().message);
+    return 1;
+  }
+
+  signals_.async_wait([this](const boost::system::error_code& e, int s) {
+    if (!e) on_signal(s);
+  });
+
+  const bool enabled = audit_->status() && audit_->status()->enabled != 0;
+  agent_event(EventKind::service_started,
+              enabled ? "IPsec audit started"
+                      : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be recorded",
+              {{"version", IPSEC_AUDIT_VERSION}, {"kernel_audit", kernel_audit_detail()}});
+  sd_notify(0, "READY=1");
+  log(LogLevel::info, "running");
+  io_.run();
+  return exit_code_;
+}
+
+}  // namespace ipsec

@@ -1,0 +1,36 @@
+// Daemon: owns the io_context and every source, timer, signal and sink of
+// ipsec-auditd. Single-threaded: all handlers run on the io_context thread.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <memory>
+#include <string>
+
+#include "agent/kernel_audit_source.hpp"
+#include "agent/options.hpp"
+#include "audit/pipeline.hpp"
+
+namespace ipsec {
+
+class Daemon {
+ public:
+  explicit Daemon(Options opts);
+  // Runs until SIGTERM/SIGINT (exit 0) or a critical failure (exit 1).
+  int run();
+
+ private:
+  void on_signal(int signo);
+  void critical(const std::string& why);
+  void agent_event(EventKind kind, std::string message, nlohmann::json detail = nullptr);
+  nlohmann::json kernel_audit_detail() const;
+
+  Options opts_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_;
+  std::unique_ptr<Pipeline> pipeline_;
+  std::unique_ptr<KernelAuditSource> audit_;
+  int exit_code_{0};
+};
+
+}  // namespace ipsec

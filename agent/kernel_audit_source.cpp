@@ -1,0 +1,210 @@
+#include "agent/kernel_audit_source.hpp"
+
+#include <linux/netlink.h>
+
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "agent/log.hpp"
+#include "audit/normalize.hpp"
+#include "xfrm/audit_record.hpp"
+
+namespace ipsec {
+
+namespace {
+// Datagrams handled per wake-up before yielding to the other sources.
+constexpr int kBatch = 256;
+// An audit record is at most MAX_AUDIT_MESSAGE_LENGTH (8970) bytes of text.
+constexpr std::size_t kBufferSize = 16384;
+}  // namespace
+
+KernelAuditSource::KernelAuditSource(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal)
+    : io_(io), cfg_(cfg), sink_(std::move(sink)), fatal_(std::move(fatal)), timer_(io), buf_(kBufferSize) {}
+
+KernelAuditSource::~KernelAuditSource() {
+  if (desc_) {
+    boost::system::error_code ec;
+    desc_->close(ec);
+  }
+}
+
+Result<Unit> KernelAuditSource::start() {
+  auto control = NetlinkSocket::open(NETLINK_AUDIT);
+  if (!control) return control.error();
+  control_.emplace(std::move(*control));
+
+  auto st = query_status();
+  if (!st) return make_error(Errc::io, "cannot read kernel audit status (AUDIT_GET): " + st.error().message,
+                             st.error().sys_errno);
+  status_ = *st;
+  if (status_->enabled == 0 && cfg_.enable_kernel_audit) {
+    if (auto r = set_enabled(true); !r)
+      return make_error(Errc::io, "cannot enable kernel audit (AUDIT_SET): " + r.error().message, r.error().sys_errno);
+    we_enabled_ = true;
+    if (auto again = query_status(); again) status_ = *again;
+    log(LogLevel::info, "kernel audit enabled (it was off); it is put back off on a clean stop");
+  }
+  if (status_->enabled == 0)
+    log(LogLevel::warning,
+        "KERNEL AUDIT IS DISABLED: the kernel writes no IPsec packet records (ICV, replay, bad SPI) while it is "
+        "off. Enable it with --enable-kernel-audit, the config key kernel_audit.enable, or auditctl -e 1.");
+
+  auto mc = NetlinkSocket::open(NETLINK_AUDIT);
+  if (!mc) return mc.error();
+  mcast_.emplace(std::move(*mc));
+  if (auto j = mcast_->join_group(kAuditGroupReadLog); !j)
+    return make_error(Errc::io, "cannot join the audit multicast group (needs CAP_AUDIT_READ): " + j.error().message,
+                      j.error().sys_errno);
+  auto rb = mcast_->set_receive_buffer(cfg_.receive_buffer_bytes);
+  if (!rb) return rb.error();
+  rcvbuf_ = *rb;
+
+  const int dupfd = ::dup(mcast_->fd());
+  if (dupfd < 0) return make_error(Errc::io, "dup failed", errno);
+  desc_.emplace(io_, dupfd);
+  arm_read();
+
+  timer_.expires_after(cfg_.status_interval);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) poll_status();
+  });
+  return Unit{};
+}
+
+void KernelAuditSource::stop() {
+  timer_.cancel();
+  if (desc_) {
+    boost::system::error_code ec;
+    desc_->cancel(ec);
+  }
+  if (!we_enabled_ || !control_) return;
+  // Only if nobody has taken over since: a registered audit daemon owns the flag.
+  auto st = query_status();
+  if (st && st->pid == 0 && st->enabled == 1) {
+    if (auto r = set_enabled(false); r) log(LogLevel::info, "kernel audit put back off");
+  }
+  we_enabled_ = false;
+}
+
+Result<AuditStatus> KernelAuditSource::query_status() {
+  const std::uint32_t seq = seq_++;
+  const auto req = build_audit_get(seq);
+  std::optional<Result<AuditStatus>> got;
+  auto r = control_->transact(req, seq, [&](const NetlinkMessage& m) {
+    if (m.type == kAuditGet) got = parse_audit_status(m.payload);
+  }, /*expect_reply=*/true);
+  if (!r) return r.error();
+  if (!got) return make_error(Errc::truncated, "no AUDIT_GET reply");
+  return *got;
+}
+
+Result<Unit> KernelAuditSource::set_enabled(bool on) {
+  const std::uint32_t seq = seq_++;
+  const auto req = build_audit_set_enabled(seq, on);
+  return control_->transact(req, seq, [](const NetlinkMessage&) {}, /*expect_reply=*/false);
+}
+
+void KernelAuditSource::arm_read() {
+  desc_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+    if (ec) return;  // cancelled at stop
+    drain();
+  });
+}
+
+void KernelAuditSource::drain() {
+  std::uint64_t overruns = 0;
+  bool more = false;
+  for (int i = 0; i < kBatch; ++i) {
+    const auto r = mcast_->receive(buf_);
+    if (r.status == NetlinkSocket::RecvStatus::again) break;
+    if (r.status == NetlinkSocket::RecvStatus::overrun) {
+      ++overruns;
+      continue;
+    }
+    if (r.status == NetlinkSocket::RecvStatus::rejected) {
+      ++stats_.rejected;
+      continue;
+    }
+    if (r.status == NetlinkSocket::RecvStatus::error) {
+      fatal_(std::string("kernel audit socket failed: ") + std::strerror(r.err));
+      return;
+    }
+    handle_datagram(r.size, std::chrono::system_clock::now());
+    if (i == kBatch - 1) more = true;
+  }
+  if (overruns > 0) {
+    stats_.overruns += overruns;
+    emit_lost(overruns, true, "netlink_overrun",
+              "the kernel audit socket overran (ENOBUFS): kernel audit records were lost, at least " +
+                  std::to_string(overruns));
+  }
+  if (more) {
+    boost::asio::post(io_, [this] { drain(); });
+  } else {
+    arm_read();
+  }
+}
+
+void KernelAuditSource::handle_datagram(std::size_t len, std::chrono::system_clock::time_point now) {
+  ++stats_.datagrams;
+  auto walk = for_each_netlink_message(Bytes(buf_.data(), len), [&](const NetlinkMessage& m) {
+    if (m.type != kAuditMacIpsecEvent) {
+      ++stats_.other_records;
+      return true;
+    }
+    ++stats_.ipsec_records;
+    auto rec = parse_ipsec_audit_record(audit_record_text(m.payload));
+    if (!rec) {
+      ++stats_.parse_errors;
+      log(LogLevel::warning, "unparsable MAC_IPSEC_EVENT record dropped: " + rec.error().message);
+      return true;
+    }
+    sink_(event_from_ipsec_audit(*rec, now));
+    return true;
+  });
+  if (!walk) {
+    ++stats_.parse_errors;
+    log(LogLevel::warning, "malformed audit netlink datagram dropped: " + walk.error().message);
+  }
+}
+
+void KernelAuditSource::poll_status() {
+  auto st = query_status();
+  if (st) {
+    if (status_) {
+      const std::uint32_t delta = st->lost - status_->lost;  // the kernel counter wraps at 2^32
+      if (delta > 0) {
+        stats_.kernel_lost += delta;
+        emit_lost(delta, false, "kernel_audit_lost",
+                  "the kernel dropped " + std::to_string(delta) +
+                      " audit records (its 'lost' counter rose; it counts all audit types, so some may not be "
+                      "IPsec records)");
+      }
+      if (st->enabled != status_->enabled)
+        log(st->enabled ? LogLevel::info : LogLevel::warning,
+            st->enabled ? "kernel audit is now enabled" : "KERNEL AUDIT WAS DISABLED: IPsec packet records stop");
+    }
+    status_ = *st;
+  } else {
+    log(LogLevel::warning, "AUDIT_GET failed: " + st.error().message);
+  }
+  timer_.expires_after(cfg_.status_interval);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) poll_status();
+  });
+}
+
+void KernelAuditSource::emit_lost(std::uint64_t count, bool at_least, const char* counter, std::string message) {
+  Event e;
+  e.kind = EventKind::events_lost;
+  e.source = Source::kernel_audit;
+  e.time = std::chrono::system_clock::now();
+  e.count = count;
+  e.message = std::move(message);
+  e.detail = {{"lost", {{"counter", counter}, {"at_least", at_least}}}};
+  sink_(e);
+}
+
+}  // namespace ipsec

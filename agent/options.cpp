@@ -1,0 +1,174 @@
+#include "agent/options.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <cstring>
+
+namespace ipsec {
+
+std::string usage() {
+  return R"(Usage: ipsec-auditd [OPTIONS]
+Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
+
+  --foreground            run attached to the terminal: echo records to stdout
+                          as well (the agent never forks; under systemd run it
+                          without this flag)
+  --config FILE           JSON config file (default: none; the packaged one is
+                          /etc/ipsec-audit/ipsec-auditd.conf)
+  --output SPEC           where records go; repeatable. SPEC is jsonl:/PATH,
+                          stdout or null. Default: jsonl:/var/log/ipsec-audit/events.jsonl
+                          (and stdout with --foreground)
+  --state-dir DIR         state directory (default /var/lib/ipsec-audit)
+  --control-socket PATH   control socket for ipsec-auditctl
+                          (default /run/ipsec-audit/control.sock)
+  --enable-kernel-audit   turn kernel audit on (AUDIT_SET enabled=1) if it is
+                          off; the kernel writes IPsec packet records only while
+                          it is on. Put back as it was on a clean stop.
+  --audit-status-interval SECONDS
+                          how often to read the kernel audit status and its
+                          'lost' counter (default 5)
+  --help                  this text
+  --version               the version
+
+Exit status: 0 clean stop, 1 runtime failure, 2 bad option or config.
+)";
+}
+
+std::vector<OutputSpec> effective_outputs(const Options& o) {
+  if (!o.outputs.empty()) return o.outputs;
+  std::vector<OutputSpec> v{OutputSpec{OutputSpec::Kind::jsonl, kDefaultJsonl}};
+  if (o.foreground) v.push_back(OutputSpec{OutputSpec::Kind::stdout_, {}});
+  return v;
+}
+
+namespace {
+
+bool parse_int(std::string_view s, int lo, int hi, int* out) {
+  int v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p != s.data() + s.size() || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+Error bad(std::string msg) { return make_error(Errc::malformed, std::move(msg)); }
+
+}  // namespace
+
+Result<Options> parse_command_line(int argc, char** argv, Options base) {
+  Options o = std::move(base);
+  bool outputs_given = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    std::string_view val;
+    bool has_inline = false;
+    if (a.substr(0, 2) == "--") {
+      if (auto eq = a.find('='); eq != std::string_view::npos) {
+        val = a.substr(eq + 1);
+        a = a.substr(0, eq);
+        has_inline = true;
+      }
+    }
+    auto take = [&](std::string_view name) -> Result<std::string_view> {
+      if (has_inline) return val;
+      if (i + 1 >= argc) return bad(std::string(name) + " needs a value");
+      return std::string_view(argv[++i]);
+    };
+    auto flag_only = [&]() -> Result<Unit> {
+      if (has_inline) return bad(std::string(a) + " takes no value");
+      return Unit{};
+    };
+    if (a == "--help" || a == "-h") {
+      if (auto f = flag_only(); !f) return f.error();
+      o.help = true;
+    } else if (a == "--version") {
+      if (auto f = flag_only(); !f) return f.error();
+      o.version = true;
+    } else if (a == "--foreground" || a == "-f") {
+      if (auto f = flag_only(); !f) return f.error();
+      o.foreground = true;
+    } else if (a == "--enable-kernel-audit") {
+      if (auto f = flag_only(); !f) return f.error();
+      o.enable_kernel_audit = true;
+    } else if (a == "--config") {
+      auto v = take(a);
+      if (!v) return v.error();
+      o.config_path = std::string(*v);
+    } else if (a == "--output") {
+      auto v = take(a);
+      if (!v) return v.error();
+      auto spec = parse_output_spec(*v);
+      if (!spec) return bad("--output: " + spec.error().message);
+      if (!outputs_given) o.outputs.clear();
+      outputs_given = true;
+      o.outputs.push_back(*spec);
+    } else if (a == "--state-dir") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (v->empty() || v->front() != '/') return bad("--state-dir must be an absolute path");
+      o.state_dir = std::string(*v);
+    } else if (a == "--control-socket") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (v->empty() || v->front() != '/') return bad("--control-socket must be an absolute path");
+      if (v->size() >= 108) return bad("--control-socket path is longer than a Unix socket path can be");
+      o.control_socket = std::string(*v);
+    } else if (a == "--audit-status-interval") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (!parse_int(*v, 1, 3600, &o.audit_status_interval_s))
+        return bad("--audit-status-interval must be 1..3600 seconds");
+    } else {
+      return bad("unknown option '" + std::string(argv[i]) + "' (see --help)");
+    }
+  }
+  return o;
+}
+
+Result<Unit> apply_config(std::string_view text, Options& o) {
+  using nlohmann::json;
+  json doc = json::parse(text.begin(), text.end(), nullptr, false);
+  if (doc.is_discarded()) return bad("config is not valid JSON");
+  if (!doc.is_object()) return bad("config must be a JSON object");
+  for (auto& [k, v] : doc.items()) {
+    if (k == "outputs") {
+      if (!v.is_array()) return bad("config key 'outputs' must be an array of strings");
+      std::vector<OutputSpec> outs;
+      for (auto& s : v) {
+        if (!s.is_string()) return bad("config key 'outputs' must be an array of strings");
+        auto spec = parse_output_spec(s.get<std::string>());
+        if (!spec) return bad("config key 'outputs': " + spec.error().message);
+        outs.push_back(*spec);
+      }
+      o.outputs = std::move(outs);
+    } else if (k == "state_dir" || k == "control_socket") {
+      if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().front() != '/')
+        return bad("config key '" + k + "' must be an absolute path");
+      (k == "state_dir" ? o.state_dir : o.control_socket) = v.get<std::string>();
+    } else if (k == "kernel_audit") {
+      if (!v.is_object()) return bad("config key 'kernel_audit' must be an object");
+      for (auto& [kk, vv] : v.items()) {
+        if (kk == "enable") {
+          if (!vv.is_boolean()) return bad("config key 'kernel_audit.enable' must be true or false");
+          o.enable_kernel_audit = vv.get<bool>();
+        } else if (kk == "status_interval_seconds") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 1 || vv.get<long long>() > 3600)
+            return bad("config key 'kernel_audit.status_interval_seconds' must be 1..3600");
+          o.audit_status_interval_s = vv.get<int>();
+        } else {
+          return bad("unknown config key 'kernel_audit." + kk + "'");
+        }
+      }
+    } else if (k == "receive_buffer_bytes") {
+      if (!v.is_number_integer() || v.get<long long>() < 65536 || v.get<long long>() > (1LL << 30))
+        return bad("config key 'receive_buffer_bytes' must be 65536..1073741824");
+      o.receive_buffer_bytes = v.get<int>();
+    } else {
+      return bad("unknown config key '" + k + "'");
+    }
+  }
+  return Unit{};
+}
+
+}  // namespace ipsec

@@ -1,0 +1,46 @@
+// ipsec-auditd options: command line and config file, as pure functions
+// (text in, Options or a one-line error out). The command line overrides the
+// config file.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "audit/sink.hpp"
+#include "xfrm/result.hpp"
+
+namespace ipsec {
+
+inline constexpr const char* kDefaultConfig = "/etc/ipsec-audit/ipsec-auditd.conf";
+inline constexpr const char* kDefaultJsonl = "/var/log/ipsec-audit/events.jsonl";
+inline constexpr const char* kDefaultStateDir = "/var/lib/ipsec-audit";
+inline constexpr const char* kDefaultControlSocket = "/run/ipsec-audit/control.sock";
+
+struct Options {
+  bool foreground{false};
+  bool help{false};
+  bool version{false};
+  std::optional<std::string> config_path;
+  std::vector<OutputSpec> outputs;  // empty: the embedded default
+  std::string state_dir{kDefaultStateDir};
+  std::string control_socket{kDefaultControlSocket};
+  bool enable_kernel_audit{false};
+  int audit_status_interval_s{5};
+  int receive_buffer_bytes{8 << 20};
+};
+
+// Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in
+// the foreground).
+std::vector<OutputSpec> effective_outputs(const Options& o);
+
+// Starts from `base` (the config file's settings) and overrides them.
+Result<Options> parse_command_line(int argc, char** argv, Options base = {});
+// Applies a JSON config document to `o`. Unknown keys and bad values are an
+// error naming the key.
+Result<Unit> apply_config(std::string_view json_text, Options& o);
+
+std::string usage();
+
+}  // namespace ipsec

@@ -1,0 +1,74 @@
+// The one typed event that flows sources -> normaliser -> policy -> sinks.
+// A value type: copyable, no I/O, no pointers into source buffers.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "xfrm/audit_record.hpp"
+#include "xfrm/ip_address.hpp"
+
+namespace ipsec {
+
+// Order and names are the catalogue (catalogue.cpp); append only.
+enum class EventKind : std::uint8_t {
+  integrity_check_failed,
+  replay_check_failed,
+  replay_sequence_too_low,
+  cleartext_packet_dropped,
+  incorrect_spi,
+  sequence_overflow,
+  fragment_received,
+  service_started,
+  service_stopped,
+  interface_list_failed,
+  control_server_failed,
+  critical_failure,
+  filter_refresh_failed,
+  sa_added,
+  sa_deleted,
+  policy_added,
+  policy_deleted,
+  events_lost,
+  kernel_ipsec_event,  // a MAC_IPSEC_EVENT op this agent does not know: kept, not dropped
+};
+inline constexpr std::size_t kEventKindCount = static_cast<std::size_t>(EventKind::kernel_ipsec_event) + 1;
+
+enum class AuditClass : std::uint8_t { success, failure };
+
+enum class Source : std::uint8_t { kernel_audit, xfrm, nflog, counters, agent };
+
+// What the kernel audit record said beyond the RFC 4303 fields: who made an
+// SAD/SPD change, and fields this agent does not interpret.
+struct KernelAuditFields {
+  std::string op;
+  std::optional<std::uint32_t> auid, ses;
+  std::optional<std::string> subj;
+  std::optional<std::int32_t> res;
+  std::optional<std::uint8_t> src_prefixlen, dst_prefixlen;
+  std::vector<std::pair<std::string, std::string>> other;
+};
+
+struct Event {
+  EventKind kind{EventKind::kernel_ipsec_event};
+  Source source{Source::agent};
+  std::chrono::system_clock::time_point time{};  // when the agent received it
+  std::optional<AuditHeader> kernel;             // kernel time and audit serial
+  std::optional<IpAddress> src, dst;
+  std::optional<std::uint32_t> spi, seq, flow_label;
+  std::uint64_t count{1};
+  std::string message;
+  std::optional<KernelAuditFields> audit;
+  // "unknown" until per-SA counters can tell 4961 from 4962.
+  std::optional<std::string> replay_detail;
+  // Rare, agent-made detail (service status, loss counters); null when unused.
+  nlohmann::json detail;
+};
+
+}  // namespace ipsec

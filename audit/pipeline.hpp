@@ -1,0 +1,47 @@
+// Pipeline: the last stage. Applies the audit policy, serialises each event
+// once and hands the line to every sink. Counts what it wrote and what the
+// policy suppressed. Single-threaded (runs on the agent's io_context).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "audit/event.hpp"
+#include "audit/json_writer.hpp"
+#include "audit/policy.hpp"
+#include "audit/sink.hpp"
+
+namespace ipsec {
+
+struct PipelineStats {
+  std::uint64_t submitted{0};
+  std::uint64_t suppressed{0};  // switched off by the audit policy
+  std::array<std::uint64_t, kEventKindCount> by_kind{};
+};
+
+class Pipeline {
+ public:
+  explicit Pipeline(std::string host) : writer_(std::move(host)) {}
+  void add_sink(std::unique_ptr<Sink> s) { sinks_.push_back(std::move(s)); }
+  void set_policy(AuditPolicy p) { policy_ = p; }
+  const AuditPolicy& policy() const { return policy_; }
+
+  void submit(const Event& e);
+  // Reopens every file sink (SIGHUP); returns the errors, if any, as text.
+  std::vector<std::string> reopen();
+
+  const PipelineStats& stats() const { return stats_; }
+  const std::vector<std::unique_ptr<Sink>>& sinks() const { return sinks_; }
+
+ private:
+  JsonWriter writer_;
+  AuditPolicy policy_;
+  std::vector<std::unique_ptr<Sink>> sinks_;
+  PipelineStats stats_;
+  std::string line_;  // reused: no allocation per record once warm
+};
+
+}  // namespace ipsec

@@ -1,0 +1,110 @@
+#include "audit/json_writer.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "audit/catalogue.hpp"
+#include "audit/normalize.hpp"
+
+using namespace ipsec;
+using nlohmann::json;
+
+namespace {
+json render(const Event& e) {
+  JsonWriter w("testhost");
+  std::string out;
+  w.write(e, out);
+  EXPECT_EQ(out.back(), '\n');
+  EXPECT_EQ(out.find('\n'), out.size() - 1) << "one record, one line";
+  auto j = json::parse(out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << out;
+  return j;
+}
+Event from(const std::string& text) {
+  auto r = parse_ipsec_audit_record(text);
+  EXPECT_TRUE(r) << text;
+  return event_from_ipsec_audit(*r, std::chrono::system_clock::time_point(std::chrono::nanoseconds(1795394830123456789LL)));
+}
+}  // namespace
+
+TEST(JsonWriter, PacketRecordFieldsV6) {
+  const auto j = render(from("audit(1795394846.080:25): op=SA-notfound src=fd00:0000:0000:0000:0000:0000:0000:0001 "
+                             "dst=fd00:0000:0000:0000:0000:0000:0000:0002 flowlbl=0x22e28 spi=57005(0xdead) seqno=1"));
+  EXPECT_EQ(j["schema"], "ipsec-audit/1");
+  EXPECT_EQ(j["time"], "2026-11-23T00:47:10.123456789Z");
+  EXPECT_EQ(j["kernel_time"], "2026-11-23T00:47:26.080000000Z");
+  EXPECT_EQ(j["audit_serial"], 25);
+  EXPECT_EQ(j["event"], "incorrect-spi");
+  EXPECT_EQ(j["event_id"], 4965);
+  EXPECT_EQ(j["audit_class"], "success");
+  EXPECT_EQ(j["family"], "inet6");
+  EXPECT_EQ(j["spi"], 57005);
+  EXPECT_EQ(j["src"], "fd00::1");
+  EXPECT_EQ(j["dst"], "fd00::2");
+  EXPECT_EQ(j["seq"], 1);
+  EXPECT_EQ(j["flow_label"], 0x22e28);
+  EXPECT_TRUE(j["sa"].is_null());
+  EXPECT_EQ(j["source"], "kernel-audit");
+  EXPECT_EQ(j["count"], 1);
+  EXPECT_EQ(j["host"], "testhost");
+  EXPECT_EQ(j["audit"]["op"], "SA-notfound");
+  EXPECT_FALSE(j["message"].get<std::string>().empty());
+}
+
+TEST(JsonWriter, NullsWhereTheKernelSaysNothing) {
+  const auto j = render(from("audit(1.000:1): op=SA-replay-overflow src=10.0.0.1 dst=10.0.0.2 spi=4099(0x1003)"));
+  EXPECT_EQ(j["event"], "sequence-overflow");
+  EXPECT_TRUE(j["event_id"].is_null());
+  EXPECT_TRUE(j["seq"].is_null());
+  EXPECT_TRUE(j["flow_label"].is_null());
+  EXPECT_EQ(j["family"], "inet");
+}
+
+TEST(JsonWriter, AgentRecordWithDetail) {
+  Event e;
+  e.kind = EventKind::service_started;
+  e.source = Source::agent;
+  e.message = "started";
+  e.detail = {{"kernel_audit", {{"enabled", 0}}}};
+  const auto j = render(e);
+  EXPECT_EQ(j["event_id"], 5478);
+  EXPECT_TRUE(j["kernel_time"].is_null());
+  EXPECT_TRUE(j["audit_serial"].is_null());
+  EXPECT_TRUE(j["family"].is_null());
+  EXPECT_EQ(j["kernel_audit"]["enabled"], 0);
+}
+
+TEST(JsonWriter, HostileTextStaysValidJson) {
+  const auto j = render(from(std::string("audit(1.000:1): op=SA-\xff\"\\\x01x src=10.0.0.1 f=\xc3\x28\xe2\x82\xac")));
+  EXPECT_EQ(j["audit"]["op"], "SA-\xef\xbf\xbd\"\\\x01x");
+  EXPECT_EQ(j["audit"]["fields"]["f"], "\xef\xbf\xbd(\xe2\x82\xac");
+}
+
+TEST(JsonWriter, Rfc3339BeforeEpochAndRounding) {
+  std::string s;
+  append_rfc3339(s, std::chrono::system_clock::time_point(std::chrono::nanoseconds(-1)));
+  EXPECT_EQ(s, "1969-12-31T23:59:59.999999999Z");
+}
+
+// Writes one record of every kind to a file that the schema test
+// (tests/schema) validates against docs/schema/ipsec-audit-1.schema.json.
+TEST(JsonWriter, EveryKindForSchemaCheck) {
+  const char* path = std::getenv("IPSEC_AUDIT_SAMPLE_OUT");
+  if (path == nullptr) GTEST_SKIP() << "only from the schema test";
+  std::ofstream out(path);
+  JsonWriter w("h");
+  for (std::size_t i = 0; i < kEventKindCount; ++i) {
+    Event e = from("audit(1795394846.080:25): op=SA-notfound src=fd00::1 dst=fd00::2 flowlbl=0x1 spi=1(0x1) seqno=2 x=y");
+    e.kind = static_cast<EventKind>(i);
+    std::string line;
+    w.write(e, line);
+    out << line;
+    Event bare;
+    bare.kind = static_cast<EventKind>(i);
+    line.clear();
+    w.write(bare, line);
+    out << line;
+  }
+}

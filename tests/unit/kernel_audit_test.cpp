@@ -1,0 +1,74 @@
+#include "xfrm/kernel_audit.hpp"
+
+#include <gtest/gtest.h>
+#include <linux/netlink.h>
+
+#include <cstring>
+#include <vector>
+
+using namespace ipsec;
+
+TEST(KernelAudit, GetRequestFraming) {
+  auto req = build_audit_get(42);
+  ASSERT_EQ(req.size(), NLMSG_HDRLEN);
+  int n = 0;
+  auto w = for_each_netlink_message(Bytes(req), [&](const NetlinkMessage& m) {
+    EXPECT_EQ(m.type, kAuditGet);
+    EXPECT_EQ(m.seq, 42u);
+    EXPECT_TRUE(m.flags & NLM_F_REQUEST);
+    ++n;
+    return true;
+  });
+  ASSERT_TRUE(w);
+  EXPECT_EQ(n, 1);
+}
+
+TEST(KernelAudit, SetEnabledCarriesMask) {
+  auto req = build_audit_set_enabled(7, true);
+  ASSERT_GE(req.size(), NLMSG_HDRLEN + 8u);
+  std::uint32_t mask = 0, enabled = 0;
+  std::memcpy(&mask, req.data() + NLMSG_HDRLEN, 4);
+  std::memcpy(&enabled, req.data() + NLMSG_HDRLEN + 4, 4);
+  EXPECT_EQ(mask, 1u);
+  EXPECT_EQ(enabled, 1u);
+}
+
+TEST(KernelAudit, StatusParseShortAndFull) {
+  std::vector<std::uint8_t> p(40, 0);
+  const std::uint32_t vals[] = {0, 1, 1, 0, 0, 64, 3, 2};
+  std::memcpy(p.data(), vals, sizeof vals);
+  auto s = parse_audit_status(p);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->enabled, 1u);
+  EXPECT_EQ(s->backlog_limit, 64u);
+  EXPECT_EQ(s->lost, 3u);
+  EXPECT_EQ(s->backlog, 2u);
+  EXPECT_FALSE(parse_audit_status(Bytes(p.data(), 31)));
+  EXPECT_TRUE(parse_audit_status(Bytes(p.data(), 32)));
+}
+
+TEST(NetlinkFraming, RejectsBadLengths) {
+  std::vector<std::uint8_t> b(32, 0);
+  nlmsghdr h{};
+  h.nlmsg_len = 8;  // shorter than a header
+  std::memcpy(b.data(), &h, sizeof h);
+  EXPECT_FALSE(for_each_netlink_message(Bytes(b), [](const NetlinkMessage&) { return true; }));
+  h.nlmsg_len = 64;  // beyond the datagram
+  std::memcpy(b.data(), &h, sizeof h);
+  EXPECT_FALSE(for_each_netlink_message(Bytes(b), [](const NetlinkMessage&) { return true; }));
+  h.nlmsg_len = 20;
+  std::memcpy(b.data(), &h, sizeof h);
+  int n = 0;
+  EXPECT_TRUE(for_each_netlink_message(Bytes(b), [&](const NetlinkMessage& m) {
+    EXPECT_EQ(m.payload.size(), 4u);
+    ++n;
+    return true;
+  }));
+  EXPECT_EQ(n, 1);  // the 8 trailing bytes are shorter than a header: padding
+}
+
+TEST(KernelAudit, RecordTextStripsNul) {
+  const char raw[] = "audit(1.000:1): op=x\n";  // includes the NUL
+  auto t = audit_record_text(Bytes(reinterpret_cast<const std::uint8_t*>(raw), sizeof raw));
+  EXPECT_EQ(t, "audit(1.000:1): op=x");
+}

@@ -1,0 +1,88 @@
+#include "agent/options.hpp"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+using namespace ipsec;
+
+namespace {
+Result<Options> parse(std::vector<std::string> args, Options base = {}) {
+  std::vector<char*> argv;
+  static std::string prog = "ipsec-auditd";
+  argv.push_back(prog.data());
+  for (auto& a : args) argv.push_back(a.data());
+  return parse_command_line(static_cast<int>(argv.size()), argv.data(), std::move(base));
+}
+}  // namespace
+
+TEST(Options, EmbeddedDefault) {
+  auto o = parse({});
+  ASSERT_TRUE(o);
+  auto outs = effective_outputs(*o);
+  ASSERT_EQ(outs.size(), 1u);
+  EXPECT_EQ(outs[0].path, kDefaultJsonl);
+  o = parse({"--foreground"});
+  ASSERT_TRUE(o);
+  EXPECT_EQ(effective_outputs(*o).size(), 2u);
+}
+
+TEST(Options, RepeatableOutputsAndValues) {
+  auto o = parse({"--output", "jsonl:/tmp/a.jsonl", "--output=stdout", "--state-dir", "/tmp/s",
+                  "--control-socket=/tmp/c.sock", "--enable-kernel-audit"});
+  ASSERT_TRUE(o) << o.error().message;
+  ASSERT_EQ(o->outputs.size(), 2u);
+  EXPECT_EQ(o->outputs[1].kind, OutputSpec::Kind::stdout_);
+  EXPECT_EQ(o->state_dir, "/tmp/s");
+  EXPECT_EQ(o->control_socket, "/tmp/c.sock");
+  EXPECT_TRUE(o->enable_kernel_audit);
+}
+
+TEST(Options, BadOptionsAreOneLineErrors) {
+  for (auto args : std::vector<std::vector<std::string>>{{"--nope"},
+                                                          {"--output"},
+                                                          {"--output", "file.jsonl"},
+                                                          {"--state-dir", "rel"},
+                                                          {"--foreground=1"},
+                                                          {"--audit-status-interval", "0"},
+                                                          {"--control-socket", "/" + std::string(200, 'x')}}) {
+    auto o = parse(args);
+    ASSERT_FALSE(o) << args[0];
+    EXPECT_EQ(o.error().message.find('\n'), std::string::npos);
+  }
+}
+
+TEST(Config, AppliesAndCommandLineOverrides) {
+  Options base;
+  ASSERT_TRUE(apply_config(R"({"outputs":["jsonl:/tmp/cfg.jsonl"],"kernel_audit":{"enable":true,"status_interval_seconds":2}})", base));
+  EXPECT_TRUE(base.enable_kernel_audit);
+  EXPECT_EQ(base.audit_status_interval_s, 2);
+  auto o = parse({"--output", "stdout"}, base);
+  ASSERT_TRUE(o);
+  ASSERT_EQ(o->outputs.size(), 1u);
+  EXPECT_EQ(o->outputs[0].kind, OutputSpec::Kind::stdout_);
+  EXPECT_TRUE(o->enable_kernel_audit);
+}
+
+TEST(Config, ErrorsNameTheKey) {
+  struct C {
+    const char* json;
+    const char* key;
+  } cases[] = {{R"({"outptus":[]})", "outptus"},
+               {R"({"outputs":"stdout"})", "outputs"},
+               {R"({"outputs":["bogus"]})", "outputs"},
+               {R"({"kernel_audit":{"enable":"yes"}})", "kernel_audit.enable"},
+               {R"({"kernel_audit":{"x":1}})", "kernel_audit.x"},
+               {R"({"state_dir":"rel"})", "state_dir"},
+               {R"({"receive_buffer_bytes":1})", "receive_buffer_bytes"}};
+  for (const auto& c : cases) {
+    Options o;
+    auto r = apply_config(c.json, o);
+    ASSERT_FALSE(r) << c.json;
+    EXPECT_NE(r.error().message.find(c.key), std::string::npos) << r.error().message;
+  }
+  Options o;
+  EXPECT_FALSE(apply_config("{not json", o));
+  EXPECT_FALSE(apply_config("[]", o));
+  EXPECT_FALSE(apply_config(std::string("\xff\xfe{}"), o));
+}

@@ -1,0 +1,137 @@
+#include "xfrm/netlink_socket.hpp"
+
+#include <libmnl/libmnl.h>
+#include <linux/netlink.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace ipsec {
+
+namespace {
+Error sys_error(const char* what) {
+  const int e = errno;
+  return make_error(Errc::io, std::string(what) + ": " + std::strerror(e), e);
+}
+}  // namespace
+
+void NetlinkSocket::Closer::operator()(mnl_socket* s) const { mnl_socket_close(s); }
+
+NetlinkSocket::NetlinkSocket(mnl_socket* s) : sock_(s) {}
+NetlinkSocket::NetlinkSocket(NetlinkSocket&&) noexcept = default;
+NetlinkSocket& NetlinkSocket::operator=(NetlinkSocket&&) noexcept = default;
+NetlinkSocket::~NetlinkSocket() = default;
+
+Result<NetlinkSocket> NetlinkSocket::open(int bus) {
+  mnl_socket* s = mnl_socket_open2(bus, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (s == nullptr) return sys_error("netlink socket");
+  NetlinkSocket owner(s);
+  if (mnl_socket_bind(s, 0, MNL_SOCKET_AUTOPID) < 0) return sys_error("netlink bind");
+  // Ask the kernel to report ENOBUFS rather than stay silent (the default is
+  // to report; make it explicit), and to give extended ACKs where it can.
+  int off = 0, on = 1;
+  (void)mnl_socket_setsockopt(s, NETLINK_NO_ENOBUFS, &off, sizeof off);
+  (void)mnl_socket_setsockopt(s, NETLINK_EXT_ACK, &on, sizeof on);
+  return owner;
+}
+
+int NetlinkSocket::fd() const { return mnl_socket_get_fd(sock_.get()); }
+std::uint32_t NetlinkSocket::port_id() const { return mnl_socket_get_portid(sock_.get()); }
+
+Result<Unit> NetlinkSocket::join_group(unsigned group) {
+  int g = static_cast<int>(group);
+  if (mnl_socket_setsockopt(sock_.get(), NETLINK_ADD_MEMBERSHIP, &g, sizeof g) < 0)
+    return sys_error("netlink add membership");
+  return Unit{};
+}
+
+Result<int> NetlinkSocket::set_receive_buffer(int bytes) {
+  if (setsockopt(fd(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) < 0 &&
+      setsockopt(fd(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes) < 0)
+    return sys_error("SO_RCVBUF");
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (getsockopt(fd(), SOL_SOCKET, SO_RCVBUF, &got, &len) < 0) return sys_error("getsockopt SO_RCVBUF");
+  return got;
+}
+
+NetlinkSocket::Received NetlinkSocket::receive(std::span<std::uint8_t> buffer) {
+  sockaddr_nl from{};
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_name = &from;
+  msg.msg_namelen = sizeof from;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  const ssize_t n = recvmsg(fd(), &msg, MSG_DONTWAIT);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return {RecvStatus::again, 0, errno};
+    if (errno == ENOBUFS) return {RecvStatus::overrun, 0, errno};
+    return {RecvStatus::error, 0, errno};
+  }
+  if ((msg.msg_flags & MSG_TRUNC) != 0 || msg.msg_namelen != sizeof from || from.nl_family != AF_NETLINK ||
+      from.nl_pid != 0)
+    return {RecvStatus::rejected, static_cast<std::size_t>(n), 0};
+  return {RecvStatus::ok, static_cast<std::size_t>(n), 0};
+}
+
+Result<Unit> NetlinkSocket::send(Bytes message) {
+  if (mnl_socket_sendto(sock_.get(), message.data(), message.size()) < 0) return sys_error("netlink send");
+  return Unit{};
+}
+
+Result<Unit> NetlinkSocket::transact(Bytes request, std::uint32_t seq,
+                                     const std::function<void(const NetlinkMessage&)>& on_message,
+                                     bool expect_reply, std::chrono::milliseconds timeout) {
+  if (auto s = send(request); !s) return s.error();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<std::uint8_t> buf(MNL_SOCKET_BUFFER_SIZE * 4);
+  bool acked = false, replied = false;
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return make_error(Errc::io, "netlink request timed out", ETIMEDOUT);
+    pollfd p{fd(), POLLIN, 0};
+    const int pr = poll(&p, 1, static_cast<int>(left.count()));
+    if (pr < 0 && errno != EINTR) return sys_error("poll");
+    if (pr <= 0) continue;
+    const Received r = receive(buf);
+    if (r.status == RecvStatus::again || r.status == RecvStatus::rejected) continue;
+    if (r.status != RecvStatus::ok) {
+      errno = r.err;
+      return sys_error("netlink receive");
+    }
+    bool done = false;
+    Error failure;
+    bool failed = false;
+    auto walk = for_each_netlink_message(Bytes(buf.data(), r.size), [&](const NetlinkMessage& m) {
+      if (m.seq != seq) return true;
+      if (m.type == NLMSG_ERROR) {
+        auto e = parse_netlink_error(m.payload);
+        if (!e) {
+          failure = e.error();
+          failed = true;
+        } else if (*e != 0) {
+          failure = make_error(Errc::io, std::string("kernel refused the request: ") + std::strerror(-*e), -*e);
+          failed = true;
+        }
+        acked = true;
+        return !failed;
+      }
+      if (m.type == NLMSG_DONE) {
+        done = true;
+        return false;
+      }
+      replied = true;
+      on_message(m);
+      return true;
+    });
+    if (!walk) return walk.error();
+    if (failed) return failure;
+    if (done || (acked && (replied || !expect_reply))) return Unit{};
+  }
+}
+
+}  // namespace ipsec

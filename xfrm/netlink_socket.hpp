@@ -1,0 +1,71 @@
+// NetlinkSocket: RAII owner of one libmnl netlink socket (CLOEXEC, non-blocking).
+// Every datagram is checked at the socket: it must come from the kernel
+// (nl_pid 0, full sockaddr) and must not be truncated. Single-threaded.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "xfrm/netlink_message.hpp"
+#include "xfrm/result.hpp"
+
+struct mnl_socket;
+
+namespace ipsec {
+
+class NetlinkSocket {
+ public:
+  // Opens a socket on `bus` (NETLINK_AUDIT, NETLINK_XFRM, ...) in the
+  // caller's current network namespace and binds it with no groups.
+  static Result<NetlinkSocket> open(int bus);
+
+  NetlinkSocket(NetlinkSocket&&) noexcept;
+  NetlinkSocket& operator=(NetlinkSocket&&) noexcept;
+  ~NetlinkSocket();
+
+  int fd() const;
+  std::uint32_t port_id() const;
+
+  Result<Unit> join_group(unsigned group);
+  // SO_RCVBUFFORCE (needs CAP_NET_ADMIN), falling back to SO_RCVBUF (capped by
+  // net.core.rmem_max). Returns what the kernel actually granted.
+  Result<int> set_receive_buffer(int bytes);
+
+  enum class RecvStatus {
+    ok,         // `size` bytes of a valid datagram are in the buffer
+    again,      // nothing to read
+    overrun,    // ENOBUFS: the kernel dropped messages for this socket (count unknown)
+    rejected,   // a datagram that was truncated or not from the kernel: dropped
+    error,      // any other failure (errno in `err`)
+  };
+  struct Received {
+    RecvStatus status{RecvStatus::again};
+    std::size_t size{0};
+    int err{0};
+  };
+  Received receive(std::span<std::uint8_t> buffer);
+
+  Result<Unit> send(Bytes message);
+
+  // Sends `request` and feeds every reply message with its sequence number to
+  // on_message, until NLMSG_DONE, or until the kernel's ACK (and, when
+  // `expect_reply`, at least one reply: audit sends its AUDIT_GET reply from
+  // a kernel thread, so it may arrive after the ACK), or an error, or
+  // `timeout`. For the control path, not the event path.
+  Result<Unit> transact(Bytes request, std::uint32_t seq,
+                        const std::function<void(const NetlinkMessage&)>& on_message, bool expect_reply,
+                        std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+
+ private:
+  explicit NetlinkSocket(mnl_socket* s);
+  struct Closer {
+    void operator()(mnl_socket* s) const;
+  };
+  std::unique_ptr<mnl_socket, Closer> sock_;
+};
+
+}  // namespace ipsec
