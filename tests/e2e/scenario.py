@@ -31,6 +31,10 @@ PACKET_EVENTS = {"integrity-check-failed", "replay-check-failed", "replay-sequen
                  "incorrect-spi", "sequence-overflow"}
 PACKET_EVENT_IDS = {4960, 4961, 4962, 4963, 4964, 4965}
 
+# The agent's catalogue classes the packet events 4960-4965 (and the overflow)
+# as "success" audits, as Windows does for its IPsec Driver events.
+PACKET_AUDIT_CLASS = "success"
+
 FLOW_LABEL = 0x12345
 NS_A, NS_B = "a", "b"
 FAM = {
@@ -549,7 +553,7 @@ def run_esp(args, C, st):
     def rec(kind, f, seq, spi=None, **extra):
         F = FAM[f]
         r = {"family": F["name"], "spi": spi if spi is not None else F["spi"], "src": F["a"], "dst": F["b"],
-             "seq": seq, "flow_label": FLOW_LABEL if f == 6 else None, "audit_class": "failure",
+             "seq": seq, "flow_label": FLOW_LABEL if f == 6 else None, "audit_class": PACKET_AUDIT_CLASS,
              "source": "kernel-audit", "count": 1}
         r.update({k: v for k, v in kind.items()})
         r.update(extra)

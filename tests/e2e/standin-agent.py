@@ -17,10 +17,10 @@ NLM_F_REQUEST, NLM_F_ACK = 1, 4
 AUDIT_STATUS_ENABLED = 1
 
 OPS = {  # audit op -> (event, event_id, class)
-    "SA-icv-failure": ("integrity-check-failed", 4960, "failure"),
-    "SA-replayed-pkt": ("replay-check-failed", 4961, "failure"),
-    "SA-notfound": ("incorrect-spi", 4965, "failure"),
-    "SA-replay-overflow": ("sequence-overflow", None, "failure"),
+    "SA-icv-failure": ("integrity-check-failed", 4960, "success"),
+    "SA-replayed-pkt": ("replay-check-failed", 4961, "success"),
+    "SA-notfound": ("incorrect-spi", 4965, "success"),
+    "SA-replay-overflow": ("sequence-overflow", None, "success"),
     "SAD-add": ("sa-added", None, "success"),
     "SAD-delete": ("sa-deleted", None, "success"),
     "SPD-add": ("policy-added", None, "success"),
