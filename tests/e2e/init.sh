@@ -14,6 +14,9 @@ echo "e2e-init: uptime $(cut -d' ' -f1 /proc/uptime) loading modules"
 while read -r m; do
     insmod "/lib/modules/$m.ko" || echo "e2e-init: insmod $m failed"
 done < /modules.order
+while read -r m; do   # lab modules (ESP, crypto, veth, nftables): failures are not fatal
+    insmod "/lib/modules/$m.ko" 2>/dev/null || echo "e2e-init: insmod $m failed"
+done < /preload.order
 
 halt_vm() {
     sync

@@ -73,7 +73,7 @@ if [ "$ACCEL" = auto ]; then
 fi
 case "$ACCEL" in
     kvm) ACCEL_ARGS="-accel kvm -cpu host" ;;
-    tcg) ACCEL_ARGS="-accel tcg -cpu max" ;;
+    tcg) ACCEL_ARGS="-accel tcg -cpu ${E2E_TCG_CPU:-max}" ;;
     *) die "bad --accel $ACCEL" ;;
 esac
 
@@ -88,6 +88,8 @@ AGENT='$AGENT'
 SCENARIO='$SCENARIO'
 OUT_VM=/run/e2e/out
 SCENARIO_TIMEOUT=$((TIMEOUT - 60))
+E2E_VM_DEBUG='${E2E_VM_DEBUG:-}'
+E2E_MODPROBE='${E2E_MODPROBE:-off}'
 EOT
 
 echo "run-lab: booting ($ACCEL, timeout ${TIMEOUT}s), scenario $SCENARIO, agent $AGENT"

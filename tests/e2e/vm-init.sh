@@ -10,8 +10,11 @@ set -a; . /run/e2e/out/config.env; set +a
 OUT=${OUT_VM:-/run/e2e/out}
 echo "vm-init: uptime $(cut -d' ' -f1 /proc/uptime) kernel $(uname -r)"
 
-# The kernel requests crypto/xfrm modules via /proc/sys/kernel/modprobe: point
-# it at the fetched module tree (its version differs from the host's).
+# /init preloaded the lab's modules from the initramfs. Kernel-requested
+# modules (crypto templates etc.) would go through /proc/sys/kernel/modprobe:
+# with E2E_MODPROBE=on, point it at the fetched module tree (its version differs
+# from the host's); by default autoloading is off, as every request spawns a
+# process (slow under TCG) and everything needed is preloaded.
 mkdir -p /run/e2e/bin
 MODPROBE=$(command -v modprobe || echo /sbin/modprobe)
 cat > /run/e2e/bin/modprobe <<EOT
@@ -19,11 +22,20 @@ cat > /run/e2e/bin/modprobe <<EOT
 exec $MODPROBE -d "$MODROOT" -S "$KVER" "\$@"
 EOT
 chmod 755 /run/e2e/bin/modprobe
-echo /run/e2e/bin/modprobe > /proc/sys/kernel/modprobe
-for m in esp4 esp6 xfrm_user veth nf_tables nft_log nfnetlink_log; do
-    /run/e2e/bin/modprobe "$m" || echo "vm-init: modprobe $m failed"
-done
+if [ "${E2E_MODPROBE:-off}" = on ]; then
+    echo /run/e2e/bin/modprobe > /proc/sys/kernel/modprobe
+    for m in esp4 esp6 xfrm_user veth nf_tables nft_log nfnetlink_log; do
+        /run/e2e/bin/modprobe "$m" || echo "vm-init: modprobe $m failed"
+    done
+else
+    echo > /proc/sys/kernel/modprobe
+fi
 ip link set lo up
+# optional debugging hook: run-lab.sh passes E2E_VM_DEBUG through config.env
+if [ -n "${E2E_VM_DEBUG:-}" ]; then
+    echo "vm-init: debug: $E2E_VM_DEBUG"
+    sh -c "$E2E_VM_DEBUG" 2>&1
+fi
 
 main() {
 echo "vm-init: uptime $(cut -d' ' -f1 /proc/uptime) starting scenario $SCENARIO"
