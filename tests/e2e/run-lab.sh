@@ -60,26 +60,34 @@ if [ ! -f "$INITRD" ] || [ "$HERE/init.sh" -nt "$INITRD" ] || [ "$HERE/mkinitram
 fi
 echo "run-lab: kernel $KVER ready ($(since "$T0") s)"
 
-# Accelerator: KVM only if it really works here, else TCG.
+rm -rf "$OUT"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+# Accelerator: KVM only if it really works here, else TCG. /dev/kvm can exist
+# and qemu start with it while the guest kernel then hangs (nested setups), so
+# the probe boots the lab kernel to /init, which prints a marker and powers off.
+KVM_CPU=${E2E_KVM_CPU:-host}
 if [ "$ACCEL" = auto ]; then
     ACCEL=tcg
-    if [ -r /dev/kvm ] && [ -w /dev/kvm ] &&
-       timeout 20 "$QEMU" -accel kvm -machine none -nodefaults -display none -monitor none \
-           -serial none -S -device help </dev/null >/dev/null 2>&1 &&
-       echo quit | timeout 20 "$QEMU" -accel kvm -M pc -nodefaults -display none -S -monitor stdio \
-           >/dev/null 2>&1; then
-        ACCEL=kvm
+    if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+        TP=$(date +%s.%N)
+        timeout -k 2 "${E2E_KVM_PROBE_TIMEOUT:-8}" "$QEMU" -accel kvm -cpu "$KVM_CPU" -m 256 \
+            -nodefaults -no-user-config -display none -monitor none -no-reboot \
+            -serial "file:$OUT/kvm-probe.log" -kernel "$VMLINUZ" -initrd "$INITRD" \
+            -append "console=ttyS0 loglevel=1 panic=-1 e2e.probe" </dev/null >/dev/null 2>&1 || true
+        if grep -q E2E-PROBE-OK "$OUT/kvm-probe.log" 2>/dev/null; then
+            ACCEL=kvm
+        fi
+        echo "run-lab: KVM probe: $( [ $ACCEL = kvm ] && echo works || echo 'does not work here, using TCG') ($(since "$TP") s)"
     fi
 fi
 case "$ACCEL" in
-    kvm) ACCEL_ARGS="-accel kvm -cpu host" ;;
+    kvm) ACCEL_ARGS="-accel kvm -cpu $KVM_CPU" ;;
     tcg) ACCEL_ARGS="-accel tcg -cpu ${E2E_TCG_CPU:-max}" ;;
     *) die "bad --accel $ACCEL" ;;
 esac
 
-rm -rf "$OUT"
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
 cat > "$OUT/config.env" <<EOT
 E2E_DIR='$HERE'
 MODROOT='$MODROOT'
