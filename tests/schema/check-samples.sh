@@ -6,4 +6,4 @@ samples="$1"; src="$2"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$samples" > "$out"
-/usr/bin/python3 "$src/tools/validate-records.py" --min 38 "$out"
+/usr/bin/python3 "$src/tools/validate-records.py" --min 50 "$out"
