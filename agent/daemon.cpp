@@ -98,6 +98,7 @@ int Daemon::run() {
   XfrmTracker::Config xcfg;
   xcfg.netns = opts_.netns;
   xcfg.aevents = opts_.xfrm_aevents;
+  xcfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
   xfrm_ = std::make_unique<XfrmTracker>(
       io_, xcfg, [this](const Event& e) { pipeline_->submit(e); }, [this](const std::string& why) { critical(why); });
   if (auto r = xfrm_->start(); !r) {

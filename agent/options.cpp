@@ -31,6 +31,8 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
   --xfrm-aevents          also join the XFRM AEVENTS group. Costly: once anyone
                           listens, the kernel sends a message every 2 packets
                           per SA. Off by default
+  --receive-buffer BYTES  receive buffer of each netlink socket (default 8 MiB;
+                          set with SO_RCVBUFFORCE, else capped by rmem_max)
   --audit-status-interval SECONDS
                           how often to read the kernel audit status and its
                           'lost' counter (default 5)
@@ -117,6 +119,11 @@ Result<Options> parse_command_line(int argc, char** argv, Options base) {
       if (!netns_given) o.netns.clear();
       netns_given = true;
       o.netns.emplace_back(*v);
+    } else if (a == "--receive-buffer") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (!parse_int(*v, 4096, 1 << 30, &o.receive_buffer_bytes))
+        return bad("--receive-buffer must be 4096..1073741824 bytes");
     } else if (a == "--xfrm-aevents") {
       if (auto f = flag_only(); !f) return f.error();
       o.xfrm_aevents = true;
@@ -192,8 +199,8 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
       if (!v.is_boolean()) return bad("config key 'xfrm_aevents' must be true or false");
       o.xfrm_aevents = v.get<bool>();
     } else if (k == "receive_buffer_bytes") {
-      if (!v.is_number_integer() || v.get<long long>() < 65536 || v.get<long long>() > (1LL << 30))
-        return bad("config key 'receive_buffer_bytes' must be 65536..1073741824");
+      if (!v.is_number_integer() || v.get<long long>() < 4096 || v.get<long long>() > (1LL << 30))
+        return bad("config key 'receive_buffer_bytes' must be 4096..1073741824");
       o.receive_buffer_bytes = v.get<int>();
     } else {
       return bad("unknown config key '" + k + "'");

@@ -70,7 +70,10 @@ class KernelAuditGuard:
 
 
 def sh(*args, check=True):
-    return subprocess.run(args, check=check, capture_output=True, text=True)
+    r = subprocess.run(args, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
 
 
 class Netns:
