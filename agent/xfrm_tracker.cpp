@@ -12,6 +12,7 @@
 
 #include "agent/log.hpp"
 #include "audit/normalize.hpp"
+#include "audit/replay_classifier.hpp"
 #include "xfrm/netns.hpp"
 #include "xfrm/xfrm_message.hpp"
 
@@ -407,30 +408,26 @@ void XfrmTracker::classify_replays(const std::string& k) {
     return;
   }
   XfrmStats& last = last_stats_[k];
-  const std::uint32_t d_replay = fresh->stats.replay - last.replay;
-  const std::uint32_t d_window = fresh->stats.replay_window - last.replay_window;
+  const ReplayCounters before{last.replay, last.replay_window};
+  const ReplayCounters after{fresh->stats.replay, fresh->stats.replay_window};
   last = fresh->stats;
   const SaEntry* entry = w.table.refresh(*fresh);
-  const bool exact = d_replay + static_cast<std::uint64_t>(d_window) == n && (d_replay == 0 || d_window == 0);
   const std::uint32_t top = fresh->replay_esn ? fresh->replay_esn->seq : fresh->replay ? fresh->replay->seq : 0;
   const std::uint32_t window = fresh->replay_esn ? fresh->replay_esn->replay_window : fresh->replay_window;
   for (auto& e : batch->events) {
     if (entry) e.sa_json = entry->json;
-    bool too_low = false;
-    if (exact) {
-      too_low = d_window > 0;
+    const ReplayVerdict v = classify_replay(n, before, after, e.seq, top, window);
+    const bool too_low = v.below_window;
+    if (v.exact) {
       e.detail["replay_basis"] = "counter";
     } else {
-      // The counters moved by other than these records (lost or in-flight
-      // records, or both kinds at once): place each sequence number against
-      // the window as it is now.
-      too_low = e.seq && window > 0 && top >= window && *e.seq <= top - window;
       e.detail["replay_basis"] = "inferred";
       e.detail["replay_inference"] = {{"method", "sequence number against the current replay window"},
                                       {"window_top", top},
                                       {"window", window},
                                       {"records", n},
-                                      {"counter_delta", {{"replay", d_replay}, {"replay_window", d_window}}}};
+                                      {"counter_delta", {{"replay", after.replay - before.replay},
+                                                         {"replay_window", after.replay_window - before.replay_window}}}};
     }
     if (too_low) {
       e.kind = EventKind::replay_sequence_too_low;
