@@ -41,12 +41,18 @@ nlohmann::json Daemon::kernel_audit_detail() const {
   return j;
 }
 
+void Daemon::stop_sources() {
+  if (audit_) audit_->stop();
+  // After the audit source: what it handed over last is still decided and written.
+  if (xfrm_) xfrm_->stop();
+}
+
 void Daemon::critical(const std::string& why) {
   log(LogLevel::error, why);
+  stop_sources();
   agent_event(EventKind::critical_failure, "critical failure, the agent stops: " + why);
   exit_code_ = 1;
   sd_notify(0, "STOPPING=1");
-  if (audit_) audit_->stop();
   io_.stop();
 }
 
@@ -59,12 +65,17 @@ void Daemon::on_signal(int signo) {
     return;
   }
   sd_notify(0, "STOPPING=1");
-  if (audit_) audit_->stop();
+  stop_sources();
   nlohmann::json d = {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}};
   if (audit_) {
     const auto& st = audit_->stats();
     d["kernel_audit_stats"] = {{"ipsec_records", st.ipsec_records}, {"parse_errors", st.parse_errors},
                                {"overruns", st.overruns}, {"kernel_lost", st.kernel_lost}};
+  }
+  if (xfrm_) {
+    const auto& xs = xfrm_->stats();
+    d["xfrm_stats"] = {{"messages", xs.messages}, {"parse_errors", xs.parse_errors}, {"overruns", xs.overruns},
+                       {"resyncs", xs.resyncs}, {"getsa_requests", xs.getsa_requests}};
   }
   agent_event(EventKind::service_stopped, "IPsec audit stopped", std::move(d));
   io_.stop();
@@ -84,12 +95,24 @@ int Daemon::run() {
   std::filesystem::create_directories(opts_.state_dir, ec);
   if (ec) log(LogLevel::warning, "cannot create state directory " + opts_.state_dir + ": " + ec.message());
 
+  XfrmTracker::Config xcfg;
+  xcfg.netns = opts_.netns;
+  xcfg.aevents = opts_.xfrm_aevents;
+  xcfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
+  xfrm_ = std::make_unique<XfrmTracker>(
+      io_, xcfg, [this](const Event& e) { pipeline_->submit(e); }, [this](const std::string& why) { critical(why); });
+  if (auto r = xfrm_->start(); !r) {
+    log(LogLevel::error, "XFRM tracking: " + r.error().message);
+    agent_event(EventKind::critical_failure, "critical failure at start: XFRM tracking: " + r.error().message);
+    return 1;
+  }
+
   KernelAuditSource::Config acfg;
   acfg.enable_kernel_audit = opts_.enable_kernel_audit;
   acfg.status_interval = std::chrono::seconds(opts_.audit_status_interval_s);
   acfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
   audit_ = std::make_unique<KernelAuditSource>(
-      io_, acfg, [this](const Event& e) { pipeline_->submit(e); }, [this](const std::string& why) { critical(why); });
+      io_, acfg, [this](const Event& e) { xfrm_->on_audit_event(e); }, [this](const std::string& why) { critical(why); });
   if (auto r = audit_->start(); !r) {
     log(LogLevel::error, r.error().message);
     agent_event(EventKind::critical_failure, "critical failure at start: " + r.error().message);
@@ -104,7 +127,10 @@ int Daemon::run() {
   agent_event(EventKind::service_started,
               enabled ? "IPsec audit started"
                       : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be recorded",
-              {{"version", IPSEC_AUDIT_VERSION}, {"kernel_audit", kernel_audit_detail()}});
+              {{"version", IPSEC_AUDIT_VERSION},
+               {"kernel_audit", kernel_audit_detail()},
+               {"xfrm", {{"netns_watched", xfrm_->watched()}, {"sas", xfrm_->sa_count()},
+                         {"policies", xfrm_->policy_count()}, {"aevents", opts_.xfrm_aevents}}}});
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
   io_.run();

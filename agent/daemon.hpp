@@ -9,6 +9,7 @@
 
 #include "agent/kernel_audit_source.hpp"
 #include "agent/options.hpp"
+#include "agent/xfrm_tracker.hpp"
 #include "audit/pipeline.hpp"
 
 namespace ipsec {
@@ -24,11 +25,13 @@ class Daemon {
   void critical(const std::string& why);
   void agent_event(EventKind kind, std::string message, nlohmann::json detail = nullptr);
   nlohmann::json kernel_audit_detail() const;
+  void stop_sources();
 
   Options opts_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   std::unique_ptr<Pipeline> pipeline_;
+  std::unique_ptr<XfrmTracker> xfrm_;
   std::unique_ptr<KernelAuditSource> audit_;
   int exit_code_{0};
 };

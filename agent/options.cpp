@@ -25,6 +25,14 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
   --enable-kernel-audit   turn kernel audit on (AUDIT_SET enabled=1) if it is
                           off; the kernel writes IPsec packet records only while
                           it is on. Put back as it was on a clean stop.
+  --netns NAME            track the SAD/SPD of network namespace NAME (under
+                          /run/netns); repeatable. 'all' follows every name
+                          there, plus the agent's own. Default: the agent's own
+  --xfrm-aevents          also join the XFRM AEVENTS group. Costly: once anyone
+                          listens, the kernel sends a message every 2 packets
+                          per SA. Off by default
+  --receive-buffer BYTES  receive buffer of each netlink socket (default 8 MiB;
+                          set with SO_RCVBUFFORCE, else capped by rmem_max)
   --audit-status-interval SECONDS
                           how often to read the kernel audit status and its
                           'lost' counter (default 5)
@@ -58,7 +66,7 @@ Error bad(std::string msg) { return make_error(Errc::malformed, std::move(msg));
 
 Result<Options> parse_command_line(int argc, char** argv, Options base) {
   Options o = std::move(base);
-  bool outputs_given = false;
+  bool outputs_given = false, netns_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     std::string_view val;
@@ -103,6 +111,22 @@ Result<Options> parse_command_line(int argc, char** argv, Options base) {
       if (!outputs_given) o.outputs.clear();
       outputs_given = true;
       o.outputs.push_back(*spec);
+    } else if (a == "--netns") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (v->empty() || v->find('/') != std::string_view::npos || *v == "." || *v == "..")
+        return bad("--netns takes a name under /run/netns, or all");
+      if (!netns_given) o.netns.clear();
+      netns_given = true;
+      o.netns.emplace_back(*v);
+    } else if (a == "--receive-buffer") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (!parse_int(*v, 4096, 1 << 30, &o.receive_buffer_bytes))
+        return bad("--receive-buffer must be 4096..1073741824 bytes");
+    } else if (a == "--xfrm-aevents") {
+      if (auto f = flag_only(); !f) return f.error();
+      o.xfrm_aevents = true;
     } else if (a == "--state-dir") {
       auto v = take(a);
       if (!v) return v.error();
@@ -160,9 +184,23 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
           return bad("unknown config key 'kernel_audit." + kk + "'");
         }
       }
+    } else if (k == "netns") {
+      if (!v.is_array() || v.empty()) return bad("config key 'netns' must be a non-empty array of names");
+      std::vector<std::string> names;
+      for (auto& n : v) {
+        if (!n.is_string()) return bad("config key 'netns' must be a non-empty array of names");
+        const auto name = n.get<std::string>();
+        if (name.find('/') != std::string::npos || name == "." || name == "..")
+          return bad("config key 'netns': '" + name + "' is not a name under /run/netns");
+        names.push_back(name);
+      }
+      o.netns = std::move(names);
+    } else if (k == "xfrm_aevents") {
+      if (!v.is_boolean()) return bad("config key 'xfrm_aevents' must be true or false");
+      o.xfrm_aevents = v.get<bool>();
     } else if (k == "receive_buffer_bytes") {
-      if (!v.is_number_integer() || v.get<long long>() < 65536 || v.get<long long>() > (1LL << 30))
-        return bad("config key 'receive_buffer_bytes' must be 65536..1073741824");
+      if (!v.is_number_integer() || v.get<long long>() < 4096 || v.get<long long>() > (1LL << 30))
+        return bad("config key 'receive_buffer_bytes' must be 4096..1073741824");
       o.receive_buffer_bytes = v.get<int>();
     } else {
       return bad("unknown config key '" + k + "'");

@@ -29,6 +29,10 @@ struct Options {
   bool enable_kernel_audit{false};
   int audit_status_interval_s{5};
   int receive_buffer_bytes{8 << 20};
+  // Network namespaces whose SAD/SPD are tracked: "" is the agent's own,
+  // "all" every name under /run/netns (followed) plus the agent's own.
+  std::vector<std::string> netns{""};
+  bool xfrm_aevents{false};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in

@@ -29,6 +29,12 @@ constexpr std::array<CatalogueEntry, kEventKindCount> kTable{{
     {K::policy_deleted, "policy-deleted", std::nullopt, S},
     {K::events_lost, "events-lost", std::nullopt, F},
     {K::kernel_ipsec_event, "kernel-ipsec-event", std::nullopt, S},
+    {K::sa_expired, "sa-expired", std::nullopt, S},
+    {K::policy_expired, "policy-expired", std::nullopt, S},
+    {K::policy_default_changed, "policy-default-changed", std::nullopt, S},
+    {K::acquire, "acquire", std::nullopt, S},
+    {K::nat_mapping_changed, "nat-mapping-changed", std::nullopt, S},
+    {K::sa_migrated, "sa-migrated", std::nullopt, S},
 }};
 
 constexpr bool table_in_enum_order() {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -37,8 +38,14 @@ enum class EventKind : std::uint8_t {
   policy_deleted,
   events_lost,
   kernel_ipsec_event,  // a MAC_IPSEC_EVENT op this agent does not know: kept, not dropped
+  sa_expired,
+  policy_expired,
+  policy_default_changed,
+  acquire,
+  nat_mapping_changed,
+  sa_migrated,
 };
-inline constexpr std::size_t kEventKindCount = static_cast<std::size_t>(EventKind::kernel_ipsec_event) + 1;
+inline constexpr std::size_t kEventKindCount = static_cast<std::size_t>(EventKind::sa_migrated) + 1;
 
 enum class AuditClass : std::uint8_t { success, failure };
 
@@ -67,6 +74,15 @@ struct Event {
   std::optional<KernelAuditFields> audit;
   // "unknown" until per-SA counters can tell 4961 from 4962.
   std::optional<std::string> replay_detail;
+  // The network namespace an XFRM-derived event happened in.
+  std::optional<std::string> netns;
+  // The SA context as a serialised JSON object, shared by every event on that
+  // SA (built once when the SA is learnt; never holds key material).
+  std::shared_ptr<const std::string> sa_json;
+  // How a kernel audit SAD/SPD record was joined with the XFRM message for the
+  // same change: "matched", "ambiguous", "none" (no audit record came),
+  // "unmatched" (no XFRM message came, e.g. an unwatched netns).
+  std::optional<std::string> correlation;
   // Rare, agent-made detail (service status, loss counters); null when unused.
   nlohmann::json detail;
 };

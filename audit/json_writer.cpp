@@ -158,7 +158,8 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   opt_uint(out, "seq", e.seq);
   opt_uint(out, "flow_label", e.flow_label);
   key(out, "sa");
-  out += "null";
+  if (e.sa_json) out += *e.sa_json;
+  else out += "null";
   key(out, "source");
   append_json_string(out, source_name(e.source));
   key(out, "count");
@@ -170,6 +171,14 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   if (e.replay_detail) {
     key(out, "replay_detail");
     append_json_string(out, *e.replay_detail);
+  }
+  if (e.netns) {
+    key(out, "netns");
+    append_json_string(out, *e.netns);
+  }
+  if (e.correlation) {
+    key(out, "correlation");
+    append_json_string(out, *e.correlation);
   }
   if (e.audit) {
     const auto& a = *e.audit;

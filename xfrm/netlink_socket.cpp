@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string.h>
 #include <string>
 
 namespace ipsec {
@@ -128,6 +129,8 @@ Result<Unit> NetlinkSocket::transact(Bytes request, std::uint32_t seq,
       on_message(m);
       return true;
     });
+    // Replies to XFRM dumps and GETSA carry SA keys: wipe what was read.
+    explicit_bzero(buf.data(), r.size);
     if (!walk) return walk.error();
     if (failed) return failure;
     if (done || (acked && (replied || !expect_reply))) return Unit{};

@@ -72,3 +72,44 @@ TEST(KernelAudit, RecordTextStripsNul) {
   auto t = audit_record_text(Bytes(reinterpret_cast<const std::uint8_t*>(raw), sizeof raw));
   EXPECT_EQ(t, "audit(1.000:1): op=x");
 }
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "xfrm/audit_record.hpp"
+
+// Datagrams recorded from the real kernel through NetlinkSocket (see
+// tests/fixtures/audit/README.md), through the same framing and parser path
+// as the agent.
+TEST(KernelAuditFixture, SpdAddDeleteAndFlush) {
+  std::ifstream in(std::string(FIXTURE_DIR) + "/audit/spd-add-delete.bin", std::ios::binary);
+  ASSERT_TRUE(in);
+  const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<IpsecAuditRecord> recs;
+  int others = 0;
+  auto walk = for_each_netlink_message(Bytes(bytes), [&](const NetlinkMessage& m) {
+    if (m.type != kAuditMacIpsecEvent) {
+      ++others;
+      return true;
+    }
+    auto r = parse_ipsec_audit_record(audit_record_text(m.payload));
+    EXPECT_TRUE(r) << r.error().message;
+    if (r) recs.push_back(*r);
+    return true;
+  });
+  ASSERT_TRUE(walk) << walk.error().message;
+  EXPECT_GT(others, 0) << "SYSCALL/PROCTITLE/EOE records are in the stream and skipped";
+  ASSERT_EQ(recs.size(), 6u);
+  EXPECT_EQ(recs[0].op, "SPD-add");
+  EXPECT_EQ(recs[0].src->to_string(), "10.0.0.1");
+  EXPECT_EQ(*recs[0].res, 1);
+  EXPECT_EQ(*recs[0].auid, 4294967295u);
+  EXPECT_EQ(recs[1].src->to_string(), "fd00::1");
+  EXPECT_EQ(*recs[2].src_prefixlen, 16);
+  EXPECT_EQ(*recs[2].dst_prefixlen, 24);
+  EXPECT_EQ(recs[3].op, "SPD-delete");
+  // The flush: two records under one serial.
+  EXPECT_EQ(recs[4].header.serial, recs[5].header.serial);
+  EXPECT_EQ(recs[4].op, "SPD-delete");
+}

@@ -1,0 +1,462 @@
+#include "agent/xfrm_tracker.hpp"
+
+#include <linux/netlink.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <filesystem>
+#include <set>
+
+#include "agent/log.hpp"
+#include "audit/normalize.hpp"
+#include "audit/replay_classifier.hpp"
+#include "xfrm/netns.hpp"
+#include "xfrm/xfrm_message.hpp"
+
+namespace ipsec {
+
+namespace {
+constexpr int kBatch = 256;
+constexpr std::size_t kBufferSize = 64 * 1024;
+
+std::string key_text(const std::string& netns, const SaKey& k) {
+  return netns + "|" + k.daddr.to_string() + "|" + std::to_string(k.spi) + "|" + std::to_string(k.proto);
+}
+
+bool is_packet_event(EventKind k) {
+  return k == EventKind::integrity_check_failed || k == EventKind::replay_check_failed ||
+         k == EventKind::replay_sequence_too_low || k == EventKind::incorrect_spi ||
+         k == EventKind::sequence_overflow;
+}
+}  // namespace
+
+std::string own_netns_label() {
+  struct stat a {}, b {};
+  if (::stat("/proc/self/ns/net", &a) == 0 && ::stat("/proc/1/ns/net", &b) == 0 && a.st_ino == b.st_ino &&
+      a.st_dev == b.st_dev)
+    return "init";
+  return "self";
+}
+
+struct XfrmTracker::Watcher {
+  std::string name;   // under /run/netns; "" for the agent's own
+  std::string label;  // what records say
+  std::optional<NetlinkSocket> mcast, control;
+  std::optional<boost::asio::posix::stream_descriptor> desc;
+  XfrmTable table;
+  std::vector<std::uint8_t> buf = std::vector<std::uint8_t>(kBufferSize);
+  std::uint32_t seq{1};
+  explicit Watcher(std::string n, std::string l) : name(std::move(n)), label(l), table(std::move(l)) {}
+  ~Watcher() {
+    if (desc) {
+      boost::system::error_code ec;
+      desc->close(ec);
+    }
+  }
+};
+
+struct XfrmTracker::ReplayBatch {
+  Watcher* watcher{nullptr};
+  SaKey key;
+  std::vector<Event> events;
+  std::optional<boost::asio::steady_timer> timer;
+};
+
+XfrmTracker::XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal)
+    : io_(io),
+      cfg_(std::move(cfg)),
+      sink_(std::move(sink)),
+      fatal_(std::move(fatal)),
+      correlator_(cfg_.correlation_window),
+      corr_timer_(io),
+      rescan_timer_(io) {}
+
+XfrmTracker::~XfrmTracker() = default;
+
+std::size_t XfrmTracker::sa_count() const {
+  std::size_t n = 0;
+  for (const auto& w : watchers_) n += w->table.sa_count();
+  return n;
+}
+
+std::size_t XfrmTracker::policy_count() const {
+  std::size_t n = 0;
+  for (const auto& w : watchers_) n += w->table.policy_count();
+  return n;
+}
+
+Result<Unit> XfrmTracker::dump(Watcher& w, std::vector<XfrmSa>& sas, std::vector<XfrmPolicy>& pols,
+                               std::optional<XfrmPolicyDefault>& defaults) {
+  auto collect = [&](const NetlinkMessage& m) {
+    auto p = parse_xfrm_message(m);
+    if (!p) {
+      ++stats_.parse_errors;
+      return;
+    }
+    if (auto* s = std::get_if<XfrmNewSa>(&*p)) sas.push_back(std::move(s->sa));
+    if (auto* pl = std::get_if<XfrmNewPolicy>(&*p)) pols.push_back(std::move(pl->policy));
+    if (auto* d = std::get_if<XfrmPolicyDefault>(&*p)) defaults = *d;
+  };
+  std::uint32_t seq = w.seq++;
+  if (auto r = w.control->transact(build_xfrm_dump_sa(seq), seq, collect, false); !r) return r.error();
+  seq = w.seq++;
+  if (auto r = w.control->transact(build_xfrm_dump_policy(seq), seq, collect, false); !r) return r.error();
+  seq = w.seq++;
+  // Older kernels have no default policies: not an error.
+  (void)w.control->transact(build_xfrm_get_default(seq), seq, collect, true);
+  return Unit{};
+}
+
+Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const std::string& name) {
+  auto w = std::make_unique<Watcher>(name, name.empty() ? own_netns_label() : name);
+  auto open = [&]() { return name.empty() ? NetlinkSocket::open(NETLINK_XFRM) : open_netlink_socket_in_netns(name, NETLINK_XFRM); };
+  auto mc = open();
+  if (!mc) return mc.error();
+  w->mcast.emplace(std::move(*mc));
+  auto ctl = open();
+  if (!ctl) return ctl.error();
+  w->control.emplace(std::move(*ctl));
+  std::vector<unsigned> groups{kXfrmGroupAcquire, kXfrmGroupExpire, kXfrmGroupSa, kXfrmGroupPolicy,
+                               kXfrmGroupMigrate, kXfrmGroupMapping};
+  if (cfg_.aevents) groups.push_back(kXfrmGroupAevents);
+  // Join before the dump, so that no change falls between the two.
+  for (unsigned g : groups)
+    if (auto j = w->mcast->join_group(g); !j) return j.error();
+  if (auto rb = w->mcast->set_receive_buffer(cfg_.receive_buffer_bytes); !rb) return rb.error();
+  std::vector<XfrmSa> sas;
+  std::vector<XfrmPolicy> pols;
+  std::optional<XfrmPolicyDefault> defaults;
+  if (auto d = dump(*w, sas, pols, defaults); !d)
+    return make_error(Errc::io, "XFRM dump in netns " + w->label + " failed: " + d.error().message, d.error().sys_errno);
+  w->table.load(std::move(sas), std::move(pols));
+  if (defaults) w->table.set_defaults(*defaults);
+  const int fd = ::dup(w->mcast->fd());
+  if (fd < 0) return make_error(Errc::io, "dup failed", errno);
+  w->desc.emplace(io_, fd);
+  return w;
+}
+
+Result<Unit> XfrmTracker::start() {
+  std::vector<std::string> names;
+  for (const auto& n : cfg_.netns) {
+    if (n == "all") {
+      follow_all_ = true;
+      continue;
+    }
+    names.push_back(n);
+  }
+  if (follow_all_) {
+    names.insert(names.begin(), "");
+    std::error_code ec;
+    for (const auto& de : std::filesystem::directory_iterator("/run/netns", ec)) names.push_back(de.path().filename());
+  }
+  std::set<std::string> seen;
+  for (const auto& n : names) {
+    if (!seen.insert(n).second) continue;
+    auto w = open_watcher(n);
+    if (!w) {
+      // A netns named explicitly must be there; one found by a scan may have just gone.
+      if (follow_all_ && !n.empty()) {
+        log(LogLevel::warning, "netns " + n + " skipped: " + w.error().message);
+        continue;
+      }
+      return w.error();
+    }
+    arm(**w);
+    watchers_.push_back(std::move(*w));
+  }
+  if (follow_all_) {
+    rescan_timer_.expires_after(cfg_.netns_rescan);
+    rescan_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) rescan_netns();
+    });
+  }
+  return Unit{};
+}
+
+void XfrmTracker::rescan_netns() {
+  std::set<std::string> now;
+  std::error_code ec;
+  for (const auto& de : std::filesystem::directory_iterator("/run/netns", ec)) now.insert(de.path().filename());
+  // Names gone: stop watching (our sockets would otherwise keep the netns alive).
+  std::erase_if(watchers_, [&](const std::unique_ptr<Watcher>& w) {
+    if (w->name.empty() || now.contains(w->name)) return false;
+    log(LogLevel::info, "netns " + w->name + " is gone; no longer watched");
+    return true;
+  });
+  for (const auto& n : now) {
+    bool have = false;
+    for (const auto& w : watchers_) have = have || w->name == n;
+    if (have) continue;
+    auto w = open_watcher(n);
+    if (!w) {
+      log(LogLevel::warning, "netns " + n + " not watched: " + w.error().message);
+      continue;
+    }
+    log(LogLevel::info, "watching netns " + n);
+    arm(**w);
+    watchers_.push_back(std::move(*w));
+  }
+  rescan_timer_.expires_after(cfg_.netns_rescan);
+  rescan_timer_.async_wait([this](const boost::system::error_code& e) {
+    if (!e) rescan_netns();
+  });
+}
+
+void XfrmTracker::arm(Watcher& w) {
+  w.desc->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                     [this, wp = &w](const boost::system::error_code& ec) {
+                       if (ec) return;  // cancelled: watcher closed or stopping
+                       drain(*wp);
+                     });
+}
+
+void XfrmTracker::drain(Watcher& w) {
+  std::uint64_t overruns = 0;
+  bool more = false;
+  const auto now = std::chrono::system_clock::now();
+  for (int i = 0; i < kBatch; ++i) {
+    const auto r = w.mcast->receive(w.buf);
+    if (r.status == NetlinkSocket::RecvStatus::again) break;
+    if (r.status == NetlinkSocket::RecvStatus::overrun) {
+      ++overruns;
+      continue;
+    }
+    if (r.status == NetlinkSocket::RecvStatus::rejected) {
+      explicit_bzero(w.buf.data(), w.buf.size());
+      continue;
+    }
+    if (r.status == NetlinkSocket::RecvStatus::error) {
+      log(LogLevel::error, "XFRM socket of netns " + w.label + " failed: " + strerror(r.err));
+      return;  // not re-armed: this netns is no longer watched
+    }
+    auto walk = for_each_netlink_message(Bytes(w.buf.data(), r.size), [&](const NetlinkMessage& m) {
+      ++stats_.messages;
+      auto p = parse_xfrm_message(m);
+      if (!p) {
+        ++stats_.parse_errors;
+        log(LogLevel::warning, "unparsable XFRM message dropped: " + p.error().message);
+        return true;
+      }
+      for (auto& e : w.table.apply(*p, now)) emit_change(std::move(e));
+      return true;
+    });
+    if (!walk) ++stats_.parse_errors;
+    // SA messages carry keys: nothing of them stays in our memory.
+    explicit_bzero(w.buf.data(), r.size);
+    if (i == kBatch - 1) more = true;
+  }
+  if (overruns > 0) {
+    stats_.overruns += overruns;
+    emit_lost(w, overruns);
+    resync(w);
+  }
+  if (more) {
+    boost::asio::post(io_, [this, wp = &w] { drain(*wp); });
+  } else {
+    arm(w);
+  }
+}
+
+void XfrmTracker::emit_lost(const Watcher& w, std::uint64_t count) {
+  Event e;
+  e.kind = EventKind::events_lost;
+  e.source = Source::xfrm;
+  e.time = std::chrono::system_clock::now();
+  e.netns = w.label;
+  e.count = count;
+  e.message = "the XFRM socket of netns " + w.label +
+              " overran (ENOBUFS): SA/policy change messages were lost, at least " + std::to_string(count) +
+              "; the tables are re-read and what was missed follows as resync records";
+  e.detail = {{"lost", {{"counter", "netlink_overrun"}, {"at_least", true}}}};
+  sink_(e);
+}
+
+void XfrmTracker::resync(Watcher& w) {
+  ++stats_.resyncs;
+  std::vector<XfrmSa> sas;
+  std::vector<XfrmPolicy> pols;
+  std::optional<XfrmPolicyDefault> defaults;
+  if (auto d = dump(w, sas, pols, defaults); !d) {
+    log(LogLevel::error, "resync dump of netns " + w.label + " failed: " + d.error().message);
+    return;
+  }
+  for (auto& e : w.table.resync(std::move(sas), std::move(pols), std::chrono::system_clock::now()))
+    emit_change(std::move(e));
+  if (defaults)
+    for (auto& e : w.table.apply(*defaults, std::chrono::system_clock::now())) {
+      e.detail["resync"] = true;
+      sink_(e);
+    }
+}
+
+void XfrmTracker::emit_change(Event e) {
+  if (ChangeCorrelator::joins(e.kind)) {
+    correlator_.add(std::move(e), ChangeCorrelator::Clock::now());
+    arm_correlator();
+  } else {
+    sink_(e);
+  }
+}
+
+void XfrmTracker::arm_correlator() {
+  const auto due = correlator_.next_deadline();
+  if (!due) return;
+  corr_timer_.expires_at(*due);
+  corr_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;  // re-armed or stopping
+    for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now())) sink_(e);
+    arm_correlator();
+  });
+}
+
+void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits) {
+  if (!e.dst || !e.spi) return;
+  for (const auto& w : watchers_)
+    for (const SaEntry* s : w->table.find(*e.dst, *e.spi)) hits.emplace_back(w.get(), s);
+  if (hits.size() == 1) {
+    e.sa_json = hits[0].second->json;
+    e.netns = hits[0].first->label;
+  } else if (hits.size() > 1) {
+    nlohmann::json cands = nlohmann::json::array();
+    for (const auto& [w, s] : hits)
+      cands.push_back({{"netns", w->label}, {"proto", proto_name(s->sa.proto)}, {"spi", s->sa.spi},
+                       {"src", s->sa.saddr.to_string()}, {"dst", s->sa.daddr.to_string()}});
+    e.detail["sa_match"] = "ambiguous";
+    e.detail["sa_candidates"] = std::move(cands);
+  }
+}
+
+void XfrmTracker::on_audit_event(Event e) {
+  if (ChangeCorrelator::joins(e.kind)) {
+    correlator_.add(std::move(e), ChangeCorrelator::Clock::now());
+    arm_correlator();
+    return;
+  }
+  if (!is_packet_event(e.kind)) {
+    sink_(e);
+    return;
+  }
+  std::vector<std::pair<Watcher*, const SaEntry*>> hits;
+  enrich(e, hits);
+  if (e.kind != EventKind::replay_check_failed) {
+    sink_(e);
+    return;
+  }
+  e.replay_detail.reset();  // replaced by replay_basis
+  if (hits.size() != 1 || stopping_) {
+    e.detail["replay_basis"] = "unknown";
+    e.detail["replay_reason"] = hits.empty() ? "no watched SA has this destination and SPI"
+                                : stopping_ ? "the agent is stopping"
+                                            : "more than one watched SA has this destination and SPI";
+    sink_(e);
+    return;
+  }
+  const SaKey key = sa_key(hits[0].second->sa);
+  const std::string k = key_text(hits[0].first->label, key);
+  auto& batch = replay_[k];
+  if (!batch) {
+    batch = std::make_unique<ReplayBatch>();
+    batch->watcher = hits[0].first;
+    batch->key = key;
+    if (!last_stats_.contains(k)) last_stats_[k] = hits[0].second->sa.stats;
+  }
+  batch->events.push_back(std::move(e));
+  if (!batch->timer) {
+    // Coalesce: one GETSA per SA per interval, however many records arrive.
+    batch->timer.emplace(io_);
+    batch->timer->expires_after(cfg_.replay_coalesce);
+    batch->timer->async_wait([this, k](const boost::system::error_code& ec) {
+      if (!ec) classify_replays(k);
+    });
+  }
+}
+
+void XfrmTracker::classify_replays(const std::string& k) {
+  auto it = replay_.find(k);
+  if (it == replay_.end()) return;
+  std::unique_ptr<ReplayBatch> batch = std::move(it->second);
+  replay_.erase(it);
+  Watcher& w = *batch->watcher;
+  // The watcher may be gone (netns deleted) since the batch was opened.
+  bool alive = false;
+  for (const auto& x : watchers_) alive = alive || x.get() == &w;
+
+  std::optional<XfrmSa> fresh;
+  if (alive) {
+    ++stats_.getsa_requests;
+    const std::uint32_t seq = w.seq++;
+    auto r = w.control->transact(build_xfrm_get_sa(seq, batch->key.daddr, batch->key.spi, batch->key.proto), seq,
+                                 [&](const NetlinkMessage& m) {
+                                   auto p = parse_xfrm_message(m);
+                                   if (p)
+                                     if (auto* n = std::get_if<XfrmNewSa>(&*p)) fresh = n->sa;
+                                 },
+                                 true);
+    (void)r;
+  }
+  const std::uint64_t n = batch->events.size();
+  if (!fresh) {
+    for (auto& e : batch->events) {
+      e.detail["replay_basis"] = "unknown";
+      e.detail["replay_reason"] = "the SA's counters could not be read (it may be gone)";
+      sink_(e);
+    }
+    return;
+  }
+  XfrmStats& last = last_stats_[k];
+  const ReplayCounters before{last.replay, last.replay_window};
+  const ReplayCounters after{fresh->stats.replay, fresh->stats.replay_window};
+  last = fresh->stats;
+  const SaEntry* entry = w.table.refresh(*fresh);
+  const std::uint32_t top = fresh->replay_esn ? fresh->replay_esn->seq : fresh->replay ? fresh->replay->seq : 0;
+  const std::uint32_t window = fresh->replay_esn ? fresh->replay_esn->replay_window : fresh->replay_window;
+  for (auto& e : batch->events) {
+    if (entry) e.sa_json = entry->json;
+    const ReplayVerdict v = classify_replay(n, before, after, e.seq, top, window);
+    const bool too_low = v.below_window;
+    if (v.exact) {
+      e.detail["replay_basis"] = "counter";
+    } else {
+      e.detail["replay_basis"] = "inferred";
+      e.detail["replay_inference"] = {{"method", "sequence number against the current replay window"},
+                                      {"window_top", top},
+                                      {"window", window},
+                                      {"records", n},
+                                      {"counter_delta", {{"replay", after.replay - before.replay},
+                                                         {"replay_window", after.replay_window - before.replay_window}}}};
+    }
+    if (too_low) {
+      e.kind = EventKind::replay_sequence_too_low;
+      e.message = "ESP anti-replay check failed (sequence number below the replay window)";
+    } else {
+      e.message = "ESP anti-replay check failed (duplicate sequence number inside the replay window)";
+    }
+    e.message += " on SPI " + spi_hex(batch->key.spi);
+    if (e.src) e.message += " from " + e.src->to_string();
+    e.message += " to " + batch->key.daddr.to_string();
+    if (e.seq) e.message += ", sequence number " + std::to_string(*e.seq);
+    if (e.flow_label) e.message += ", flow label " + spi_hex(*e.flow_label);
+    sink_(e);
+  }
+}
+
+void XfrmTracker::stop() {
+  stopping_ = true;
+  rescan_timer_.cancel();
+  corr_timer_.cancel();
+  std::vector<std::string> keys;
+  for (const auto& [k, b] : replay_) keys.push_back(k);
+  for (const auto& k : keys) classify_replays(k);
+  for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
+  for (auto& w : watchers_)
+    if (w->desc) {
+      boost::system::error_code ec;
+      w->desc->cancel(ec);
+    }
+}
+
+}  // namespace ipsec

@@ -1,0 +1,182 @@
+"""Helpers for live tests: network namespaces the test owns, the kernel audit
+switch (read and put back), and a running ipsec-auditd whose records are read
+as they are written. Python 3.11 stdlib only."""
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+NETLINK_AUDIT = 9
+AUDIT_GET, AUDIT_SET = 1000, 1001
+NLMSG_ERROR = 2
+
+
+def _audit_request(msg_type, payload=b""):
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
+    try:
+        s.bind((0, 0))
+        s.settimeout(2)
+        hdr = struct.pack("=IHHII", 16 + len(payload), msg_type, 0x1 | 0x4, 1, 0)
+        s.send(hdr + payload)
+        status, acked = None, False
+        deadline = time.time() + 2
+        while time.time() < deadline and not (acked and (status or msg_type != AUDIT_GET)):
+            data = s.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                ln, typ, _fl, _seq, _pid = struct.unpack_from("=IHHII", data, off)
+                body = data[off + 16: off + ln]
+                if typ == NLMSG_ERROR:
+                    err = struct.unpack_from("=i", body)[0]
+                    if err:
+                        raise OSError(-err, os.strerror(-err))
+                    acked = True
+                elif typ == AUDIT_GET:
+                    f = struct.unpack_from("=8I", body)
+                    status = dict(mask=f[0], enabled=f[1], failure=f[2], pid=f[3], rate_limit=f[4],
+                                  backlog_limit=f[5], lost=f[6], backlog=f[7])
+                off += (ln + 3) & ~3
+        return status
+    finally:
+        s.close()
+
+
+def audit_status():
+    return _audit_request(AUDIT_GET)
+
+
+def audit_set_enabled(on):
+    payload = struct.pack("=10I", 1, 1 if on else 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    _audit_request(AUDIT_SET, payload)
+
+
+class KernelAuditGuard:
+    """Remembers the kernel audit switch and puts it back, whatever happens."""
+
+    def __enter__(self):
+        self.before = audit_status()["enabled"]
+        return self
+
+    def __exit__(self, *exc):
+        if audit_status()["enabled"] != self.before:
+            audit_set_enabled(bool(self.before))
+        return False
+
+
+def sh(*args, check=True):
+    r = subprocess.run(args, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+class Netns:
+    """A network namespace owned by the test, deleted on exit."""
+
+    def __init__(self, prefix="iat"):
+        self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self):
+        sh("ip", "netns", "add", self.name)
+        return self
+
+    def ip(self, *args, check=True):
+        return sh("ip", "-n", self.name, *args, check=check)
+
+    def __exit__(self, *exc):
+        sh("ip", "netns", "del", self.name, check=False)
+        return False
+
+
+def host_xfrm_snapshot():
+    return sh("ip", "xfrm", "policy").stdout + sh("ip", "xfrm", "state").stdout
+
+
+class Agent:
+    """ipsec-auditd in the foreground, writing JSON Lines to a temp file."""
+
+    def __init__(self, binary, extra_args=(), tmp=None):
+        self.tmp = tmp or tempfile.mkdtemp(prefix="ipsec-audit-live-")
+        self.out = os.path.join(self.tmp, "events.jsonl")
+        self.args = [binary, "--foreground", "--output", f"jsonl:{self.out}",
+                     "--state-dir", os.path.join(self.tmp, "state"),
+                     "--control-socket", os.path.join(self.tmp, "control.sock"), *extra_args]
+        self.proc = None
+        self.stderr_path = os.path.join(self.tmp, "stderr.log")
+
+    def start(self, wait_for="service-started", timeout=10):
+        self._err = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._err)
+        if wait_for:
+            self.wait_for(lambda r: r["event"] == wait_for, timeout=timeout)
+        return self
+
+    def records(self):
+        try:
+            with open(self.out, encoding="utf-8") as f:
+                return [json.loads(line) for line in f if line.endswith("\n")]
+        except FileNotFoundError:
+            return []
+
+    def wait_for(self, pred, timeout=5, count=1):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            hits = [r for r in self.records() if pred(r)]
+            if len(hits) >= count:
+                return hits
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited with {self.proc.returncode}: {self.stderr()}")
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout}s waiting for records; have: {self.records()}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("agent did not stop on signal")
+        self._err.close()
+        return self.proc.returncode
+
+    def stderr(self):
+        with open(self.stderr_path) as f:
+            return f.read()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        return False
+
+
+class Checks:
+    """PASS/FAIL lines and a closing 'N passed, M failed' line."""
+
+    def __init__(self, name):
+        self.name, self.passed, self.failed = name, 0, 0
+
+    def check(self, ok, what, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"PASS {what}")
+        else:
+            self.failed += 1
+            print(f"FAIL {what} {detail}")
+        return ok
+
+    def done(self):
+        print(f"{self.name}: {self.passed} passed, {self.failed} failed")
+        sys.stdout.flush()
+        return 0 if self.failed == 0 and self.passed > 0 else 1

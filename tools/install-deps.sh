@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs what ipsec-audit needs to build, run and test, from Debian 12's
+# own packages. Run as root. Idempotent.
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+BUILD="build-essential cmake pkg-config libmnl-dev libnl-3-dev libnl-route-3-dev libnl-xfrm-3-dev \
+libboost-dev nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev"
+RUN="iproute2"
+TEST="python3 python3-jsonschema nftables qemu-system-x86 busybox-static kmod cpio"
+case "${1:-all}" in
+  run) PKGS="$BUILD $RUN" ;;
+  *) PKGS="$BUILD $RUN $TEST" ;;
+esac
+missing=""
+for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing
+fi

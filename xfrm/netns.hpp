@@ -1,0 +1,47 @@
+// Network namespaces by name (iproute2's /run/netns/NAME), for opening
+// netlink sockets inside a namespace the process does not live in.
+//
+// setns(2) changes the namespace of the CALLING THREAD only. ScopedNetns
+// moves the calling thread into a namespace and back; use it on one thread,
+// and keep the scope short (nothing else on that thread should run inside).
+// A socket keeps the namespace it was created in for its whole life, so a
+// socket opened inside the scope stays bound to that namespace after it.
+// Needs CAP_SYS_ADMIN.
+#pragma once
+
+#include <string_view>
+
+#include "xfrm/fd.hpp"
+#include "xfrm/netlink_socket.hpp"
+#include "xfrm/result.hpp"
+
+namespace ipsec {
+
+class ScopedNetns {
+ public:
+  // Saves the calling thread's namespace and enters /run/netns/NAME. NAME is
+  // a plain file name (no '/', not "." or "..").
+  static Result<ScopedNetns> enter(std::string_view name);
+
+  ScopedNetns(ScopedNetns&&) noexcept = default;
+  ScopedNetns& operator=(ScopedNetns&&) = delete;
+  ScopedNetns(const ScopedNetns&) = delete;
+  ScopedNetns& operator=(const ScopedNetns&) = delete;
+  // Returns to the saved namespace if restore() was not called. A thread that
+  // cannot return would go on working in the wrong namespace, so a failure
+  // here aborts the process.
+  ~ScopedNetns();
+
+  // Returns to the saved namespace now, reporting failure.
+  Result<Unit> restore();
+
+ private:
+  explicit ScopedNetns(UniqueFd saved) : saved_(std::move(saved)) {}
+  UniqueFd saved_;  // the thread's original namespace; invalid once restored
+};
+
+// Opens a NetlinkSocket on `bus` inside the named namespace, returning the
+// calling thread to its own namespace on every path.
+Result<NetlinkSocket> open_netlink_socket_in_netns(std::string_view name, int bus);
+
+}  // namespace ipsec
