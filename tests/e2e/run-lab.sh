@@ -98,6 +98,7 @@ OUT_VM=/run/e2e/out
 SCENARIO_TIMEOUT=$((TIMEOUT - 60))
 E2E_VM_DEBUG='${E2E_VM_DEBUG:-}'
 E2E_MODPROBE='${E2E_MODPROBE:-off}'
+${E2E_AGENT_ARGS+E2E_AGENT_ARGS='$E2E_AGENT_ARGS'}
 EOT
 
 echo "run-lab: booting ($ACCEL, timeout ${TIMEOUT}s), scenario $SCENARIO, agent $AGENT"

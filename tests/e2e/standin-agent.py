@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--output", required=True)
     ap.add_argument("--state-dir")
     ap.add_argument("--control-socket")
+    ap.add_argument("--netns", action="append")  # accepted, ignored: no SA tracking here
     a = ap.parse_args()
     path = a.output.split(":", 1)[1]
     os.makedirs(os.path.dirname(path), exist_ok=True)
