@@ -124,6 +124,10 @@ if [ "$RC" != 0 ]; then
     [ $QRC -eq 124 ] || [ $QRC -eq 137 ] && echo "run-lab: ERROR: VM killed after ${TIMEOUT}s timeout" >&2
     echo "run-lab: ---- VM console ($OUT/console.log) ----" >&2
     cat "$OUT/console.log" >&2 2>/dev/null || true
+    if [ -s "$OUT/agent.log" ]; then
+        echo "run-lab: ---- agent log (last 40 lines) ----" >&2
+        tail -n 40 "$OUT/agent.log" >&2
+    fi
     echo "run-lab: ---- qemu output ----" >&2
     cat "$OUT/qemu.log" >&2 2>/dev/null || true
     echo "run-lab: ---- end; results in $OUT ----" >&2

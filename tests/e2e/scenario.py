@@ -461,9 +461,10 @@ def diff(exp, rec):
 
 
 def check_records(C, recs, expected, agent):
+    """Check the agent's records; returns {step: matched packet record}."""
     C.check(bool(recs), "agent wrote records", "events.jsonl empty or missing")
     if not recs:
-        return
+        return {}
     unparsable = [r["_unparsable"] for r in recs if "_unparsable" in r]
     C.check(not unparsable, "every line is a JSON object", "%d bad lines, first: %.200s" % (len(unparsable), unparsable[:1]))
     recs = [r for r in recs if "_unparsable" not in r]
@@ -483,6 +484,7 @@ def check_records(C, recs, expected, agent):
             "; ".join(badf[:8]) + (" ... (%d problems)" % len(badf) if len(badf) > 8 else ""))
 
     pkt = [r for r in recs if is_packet(r)]
+    matched = {}
     used = set()
     order = []
     for e in expected:
@@ -502,6 +504,7 @@ def check_records(C, recs, expected, agent):
             continue
         used.add(best)
         order.append(best)
+        matched[e["step"]] = pkt[best]
         C.check(not best_bad, name, "; ".join(best_bad) + " | got " + json.dumps(pkt[best])[:400])
     extra = [pkt[i] for i in range(len(pkt)) if i not in used]
     C.check(not extra, "no unexpected packet records (%d expected, %d written)" % (len(expected), len(pkt)),
@@ -521,6 +524,7 @@ def check_records(C, recs, expected, agent):
         C.check(has("sa-deleted", FAM[f]["ospi"]), "sa-deleted for spi %#x" % FAM[f]["ospi"])
     C.check(has("policy-added"), "policy-added seen")
     C.check(has("policy-deleted"), "policy-deleted seen")
+    return matched
 
 
 # ---------------------------------------------------------------- scenario
@@ -670,7 +674,12 @@ def main():
         if os.path.exists(agent.events):
             import shutil
             shutil.copyfile(agent.events, os.path.join(OUT, "events.jsonl"))  # verbatim
-        check_records(C, recs, expected, agent)
+        matched = check_records(C, recs, expected, agent)
+        for ent in steps:
+            if "expected" in ent:
+                ent["agent_record"] = matched.get(ent["step"])
+    # steps.json: per step the kernel's view (xfrm_stat deltas, per-SA stats) next to
+    # the record expected and the one the agent wrote, for reconciliation.
     with open(os.path.join(OUT, "steps.json"), "w") as f:
         json.dump(steps, f, indent=1)
     log("scenario done")
