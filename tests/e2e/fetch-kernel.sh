@@ -42,10 +42,17 @@ if [ ! -f "$CACHE/$PKG.done" ]; then
     DL="$CACHE/dl"
     rm -rf "$DL" "$ROOT"
     mkdir -p "$DL"
-    ( cd "$DL" && apt-get download "$PKG" >&2 ) || {
+    if ! ( cd "$DL" && apt-get download "$PKG" >&2 ); then
+        # stale apt lists (the mirror moved on to a newer ABI): refresh, re-resolve, retry
         apt-get update -qq >/dev/null 2>&1 || true
+        if [ -z "${E2E_KERNEL_PKG:-}" ]; then
+            NEW=$(resolve_pkg || true)
+            if [ -n "$NEW" ] && [ "$NEW" != "$PKG" ]; then
+                PKG=$NEW; KVER=${PKG#linux-image-}; ROOT="$CACHE/$PKG"; rm -rf "$ROOT"
+            fi
+        fi
         ( cd "$DL" && apt-get download "$PKG" >&2 ) || die "apt-get download $PKG failed"
-    }
+    fi
     DEB=$(ls -1 "$DL"/*.deb | head -n1)
     [ -f "$DEB" ] || die "no .deb downloaded for $PKG"
     mkdir -p "$ROOT"
