@@ -72,7 +72,7 @@ if [ "$ACCEL" = auto ]; then
     ACCEL=tcg
     if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
         TP=$(date +%s.%N)
-        timeout -k 2 "${E2E_KVM_PROBE_TIMEOUT:-8}" "$QEMU" -accel kvm -cpu "$KVM_CPU" -m 256 \
+        timeout -k 2 "${E2E_KVM_PROBE_TIMEOUT:-6}" "$QEMU" -accel kvm -cpu "$KVM_CPU" -m 256 \
             -nodefaults -no-user-config -display none -monitor none -no-reboot \
             -serial "file:$OUT/kvm-probe.log" -kernel "$VMLINUZ" -initrd "$INITRD" \
             -append "console=ttyS0 loglevel=1 panic=-1 e2e.probe" </dev/null >/dev/null 2>&1 || true
