@@ -251,7 +251,12 @@ int main(int argc, char** argv) {
         break;
     }
     const Bytes datagram(buf.data(), r.size);
-    if (!write_all(out.get(), datagram.data(), datagram.size())) {
+    // The kernel does not pad audit datagrams to NLMSG_ALIGNTO; pad each one
+    // so that the file is one valid nlmsghdr stream (the padding is shorter
+    // than a header and for_each_netlink_message skips it).
+    static const std::uint8_t kZeros[NLMSG_ALIGNTO] = {};
+    const std::size_t pad = NLMSG_ALIGN(datagram.size()) - datagram.size();
+    if (!write_all(out.get(), datagram.data(), datagram.size()) || !write_all(out.get(), kZeros, pad)) {
       std::fprintf(stderr, "nlcapture: write %s: %s\n", o.out.c_str(), std::strerror(errno));
       return 1;
     }
