@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -40,6 +41,17 @@ const char* const kLiveFixtures[] = {
     "policy-new-v6-mark.bin", "policy-upd-v4.bin",  "sa-del.bin",           "sa-dump-larval.bin",
     "sa-expire-larval.bin", "sa-flush.bin",         "sa-get-reply.bin",
 };
+
+// ESP SA fixtures captured in the ESP lab VM by capture-esp.sh, when present.
+std::vector<std::string> esp_fixture_names() {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(FIXTURE_DIR) + "/xfrm")) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("esp-", 0) == 0 && e.path().extension() == ".bin") out.push_back(n);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 // Each netlink message of a capture file, copied out whole (header + payload, nlmsg_len bytes).
 std::vector<Buf> split_messages(const Buf& file) {
@@ -874,6 +886,27 @@ TEST(XfrmKeys, ParsedSaNeverHoldsKeyMaterial) {
   }
 }
 
+// The same guarantee on real kernel bytes, once capture-esp.sh has been run
+// in the ESP lab VM (it uses these same key patterns).
+TEST(XfrmKeys, LabEspFixturesNeverYieldKeyMaterial) {
+  const auto names = esp_fixture_names();
+  if (names.empty()) GTEST_SKIP() << "no esp-*.bin yet: run capture-esp.sh in the ESP lab VM";
+  bool saw_key_in_input = false;
+  for (const auto& name : names) {
+    for (const Buf& m : split_messages(read_fixture(name))) {
+      if (is_control(type_of(m))) continue;
+      for (const Buf& k : {kAeadKey, kAuthKey, kEncKey})
+        saw_key_in_input = saw_key_in_input || contains_bytes(m.data(), m.size(), k);
+      auto r = parse_one(m);
+      ASSERT_TRUE(r) << name << ": " << r.error().message;
+      EXPECT_FALSE(std::holds_alternative<XfrmUnknown>(*r)) << name;
+      const std::string text = format_xfrm_message(*r);
+      for (const Buf& k : {kAeadKey, kAuthKey, kEncKey}) expect_no_key(text, k);
+    }
+  }
+  EXPECT_TRUE(saw_key_in_input) << "the lab fixtures should carry the known keys";
+}
+
 // ---- malformed input ----
 
 TEST(XfrmMalformed, PayloadShorterThanFixedHeader) {
@@ -1043,7 +1076,9 @@ TEST(XfrmMalformed, AlgorithmNameBoundedAndPrintable) {
 // under -fsanitize=address,undefined to check that no cut reads out of bounds.
 TEST(XfrmTruncation, EveryByteOffsetOfEveryMessage) {
   std::vector<Buf> all = synthetic_messages();
-  for (const char* name : kLiveFixtures)
+  std::vector<std::string> names(std::begin(kLiveFixtures), std::end(kLiveFixtures));
+  for (const auto& n : esp_fixture_names()) names.push_back(n);
+  for (const auto& name : names)
     for (Buf& m : split_messages(read_fixture(name)))
       if (!is_control(type_of(m))) all.push_back(std::move(m));
   std::size_t cuts = 0;
