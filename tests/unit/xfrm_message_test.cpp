@@ -8,9 +8,12 @@
 #include <linux/netlink.h>
 #include <linux/xfrm.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -1152,4 +1155,33 @@ TEST(Netns, RejectsNamesThatAreNotPlainFileNames) {
   auto missing = ScopedNetns::enter("xt-does-not-exist-4242");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, Errc::io);
+}
+
+// Live: needs root and iproute2, so only with IPSEC_AUDIT_NETNS_TESTS=1. It
+// creates and deletes its own netns `xt-unit-PID`.
+TEST(Netns, SocketLivesInTheNamespaceAndTheThreadComesBack) {
+  if (std::getenv("IPSEC_AUDIT_NETNS_TESTS") == nullptr || geteuid() != 0)
+    GTEST_SKIP() << "set IPSEC_AUDIT_NETNS_TESTS=1 and run as root";
+  const std::string name = "xt-unit-" + std::to_string(getpid());
+  ASSERT_EQ(std::system(("ip netns add " + name).c_str()), 0);
+  auto inode = [](const char* path) {
+    struct stat st {};
+    return ::stat(path, &st) == 0 ? st.st_ino : 0;
+  };
+  const auto before = inode("/proc/thread-self/ns/net");
+  auto sock = open_netlink_socket_in_netns(name, NETLINK_XFRM);
+  EXPECT_EQ(inode("/proc/thread-self/ns/net"), before);
+  ASSERT_TRUE(sock) << sock.error().message;
+  // The socket sees the netns's policy database (one policy), not the host's.
+  ASSERT_EQ(std::system(("ip -n " + name + " xfrm policy add src 10.77.0.0/16 dst 10.78.0.0/16 dir in").c_str()), 0);
+  std::vector<XfrmPolicy> policies;
+  const Buf req = build_xfrm_dump_policy(5);
+  auto t = sock->transact(req, 5, [&](const NetlinkMessage& m) {
+    auto r = parse_xfrm_message(m);
+    if (r && std::holds_alternative<XfrmNewPolicy>(*r)) policies.push_back(std::get<XfrmNewPolicy>(*r).policy);
+  }, false);
+  EXPECT_TRUE(t) << (t ? "" : t.error().message);
+  ASSERT_EQ(policies.size(), 1u);
+  EXPECT_EQ(policies[0].selector.saddr, ip("10.77.0.0"));
+  EXPECT_EQ(std::system(("ip netns del " + name).c_str()), 0);
 }
