@@ -73,38 +73,54 @@ constexpr std::size_t kAlgoAuthFixed = offsetof(xfrm_algo_auth, alg_key);
 constexpr std::size_t kAlgoAeadFixed = offsetof(xfrm_algo_aead, alg_key);
 constexpr std::size_t kEsnFixed = offsetof(xfrm_replay_state_esn, bmp);
 
-#define SA_STATE_RULES                                                                     \
-  {XFRMA_ALG_AUTH, at_least(kAlgoFixed)}, {XFRMA_ALG_CRYPT, at_least(kAlgoFixed)},         \
-      {XFRMA_ALG_COMP, at_least(kAlgoFixed)}, {XFRMA_ALG_AEAD, at_least(kAlgoAeadFixed)},  \
-      {XFRMA_ALG_AUTH_TRUNC, at_least(kAlgoAuthFixed)},                                    \
-      {XFRMA_ENCAP, at_least(sizeof(xfrm_encap_tmpl))},                                    \
-      {XFRMA_REPLAY_VAL, at_least(sizeof(xfrm_replay_state))},                             \
-      {XFRMA_REPLAY_ESN_VAL, at_least(kEsnFixed)}, {XFRMA_MARK, at_least(sizeof(xfrm_mark))}, \
-      {XFRMA_IF_ID, exactly(4)}, {XFRMA_SA_EXTRA_FLAGS, exactly(4)}, {kXfrmaSaDir, exactly(1)}, \
-      {XFRMA_OFFLOAD_DEV, at_least(sizeof(xfrm_user_offload))}
+// The same table with more rules (a DELSA reads what a NEWSA reads, plus XFRMA_SA).
+constexpr AttrTable extend(AttrTable t, std::initializer_list<std::pair<std::uint16_t, AttrRule>> rules) {
+  for (const auto& [type, rule] : rules) t[type] = rule;
+  return t;
+}
 
-#define POLICY_RULES                                                                        \
-  {XFRMA_TMPL, at_least(sizeof(xfrm_user_tmpl))},                                         \
-      {XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))},                        \
-      {XFRMA_MARK, at_least(sizeof(xfrm_mark))}, {XFRMA_IF_ID, exactly(4)}
+// An SA's attributes: algorithms (names only are read), replay state, NAT-T,
+// mark, interface id, flags, direction, offload.
+constexpr AttrTable kSaTable = make_table({
+    {XFRMA_ALG_AUTH, at_least(kAlgoFixed)},
+    {XFRMA_ALG_CRYPT, at_least(kAlgoFixed)},
+    {XFRMA_ALG_COMP, at_least(kAlgoFixed)},
+    {XFRMA_ALG_AEAD, at_least(kAlgoAeadFixed)},
+    {XFRMA_ALG_AUTH_TRUNC, at_least(kAlgoAuthFixed)},
+    {XFRMA_ENCAP, at_least(sizeof(xfrm_encap_tmpl))},
+    {XFRMA_REPLAY_VAL, at_least(sizeof(xfrm_replay_state))},
+    {XFRMA_REPLAY_ESN_VAL, at_least(kEsnFixed)},
+    {XFRMA_MARK, at_least(sizeof(xfrm_mark))},
+    {XFRMA_IF_ID, exactly(4)},
+    {XFRMA_SA_EXTRA_FLAGS, exactly(4)},
+    {kXfrmaSaDir, exactly(1)},
+    {XFRMA_OFFLOAD_DEV, at_least(sizeof(xfrm_user_offload))},
+});
+constexpr AttrTable kDelSaTable = extend(kSaTable, {{XFRMA_SA, at_least(sizeof(xfrm_usersa_info))}});
 
-constexpr AttrTable kSaTable = make_table({SA_STATE_RULES});
-constexpr AttrTable kDelSaTable = make_table({SA_STATE_RULES, {XFRMA_SA, at_least(sizeof(xfrm_usersa_info))}});
-constexpr AttrTable kPolicyTable = make_table({POLICY_RULES});
-constexpr AttrTable kDelPolicyTable =
-    make_table({POLICY_RULES, {XFRMA_POLICY, at_least(sizeof(xfrm_userpolicy_info))}});
-constexpr AttrTable kMigrateTable = make_table({{XFRMA_MIGRATE, at_least(sizeof(xfrm_user_migrate))},
-                                                {XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))}});
+// A policy's attributes (also ACQUIRE's and POLEXPIRE's).
+constexpr AttrTable kPolicyTable = make_table({
+    {XFRMA_TMPL, at_least(sizeof(xfrm_user_tmpl))},
+    {XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))},
+    {XFRMA_MARK, at_least(sizeof(xfrm_mark))},
+    {XFRMA_IF_ID, exactly(4)},
+});
+constexpr AttrTable kDelPolicyTable = extend(kPolicyTable, {{XFRMA_POLICY, at_least(sizeof(xfrm_userpolicy_info))}});
+
+constexpr AttrTable kMigrateTable = make_table({
+    {XFRMA_MIGRATE, at_least(sizeof(xfrm_user_migrate))},
+    {XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))},
+});
 constexpr AttrTable kFlushPolicyTable = make_table({{XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))}});
-constexpr AttrTable kAeTable = make_table({{XFRMA_REPLAY_VAL, at_least(sizeof(xfrm_replay_state))},
-                                           {XFRMA_REPLAY_ESN_VAL, at_least(kEsnFixed)},
-                                           {XFRMA_LTIME_VAL, at_least(sizeof(xfrm_lifetime_cur))},
-                                           {XFRMA_REPLAY_THRESH, exactly(4)},
-                                           {XFRMA_ETIMER_THRESH, exactly(4)},
-                                           {XFRMA_MARK, at_least(sizeof(xfrm_mark))},
-                                           {XFRMA_IF_ID, exactly(4)}});
-#undef SA_STATE_RULES
-#undef POLICY_RULES
+constexpr AttrTable kAeTable = make_table({
+    {XFRMA_REPLAY_VAL, at_least(sizeof(xfrm_replay_state))},
+    {XFRMA_REPLAY_ESN_VAL, at_least(kEsnFixed)},
+    {XFRMA_LTIME_VAL, at_least(sizeof(xfrm_lifetime_cur))},
+    {XFRMA_REPLAY_THRESH, exactly(4)},
+    {XFRMA_ETIMER_THRESH, exactly(4)},
+    {XFRMA_MARK, at_least(sizeof(xfrm_mark))},
+    {XFRMA_IF_ID, exactly(4)},
+});
 
 // The payloads of the attributes a table admits, each already length-checked.
 struct Attrs {
