@@ -52,7 +52,10 @@ const char kUsage[] =
     "  --timeout SECONDS       stop after this long (default: no limit)\n"
     "  --ready-file PATH       create PATH once subscribed and the request is sent\n"
     "  --print                 print one line per message on stdout (xfrm: parsed)\n"
-    "Without --group, stops at the request's NLMSG_DONE or ACK.\n";
+    "Without --group, stops at the request's NLMSG_DONE or ACK.\n"
+    "\n"
+    "usage: ipsec-audit-nlcapture --decode FILE\n"
+    "  parse a capture file of XFRM messages and print one line per message\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {
   std::fprintf(stderr, "nlcapture: %s\n%s", msg.c_str(), kUsage);
@@ -178,9 +181,36 @@ bool write_all(int fd, const std::uint8_t* p, std::size_t n) {
   return true;
 }
 
+// Walks a capture file with the parsers the agent uses; exit status 1 if any message fails to parse.
+int decode(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "nlcapture: cannot read %s\n", path.c_str());
+    return 1;
+  }
+  const std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  int status = 0;
+  auto walk = for_each_netlink_message(Bytes(data), [&](const NetlinkMessage& m) {
+    if (m.type == NLMSG_DONE || m.type == NLMSG_ERROR || m.type == NLMSG_NOOP) {
+      std::printf("control type=%u\n", m.type);
+      return true;
+    }
+    auto x = parse_xfrm_message(m);
+    if (!x) status = 1;
+    std::printf("%s\n", x ? format_xfrm_message(*x).c_str() : ("PARSE ERROR: " + x.error().message).c_str());
+    return true;
+  });
+  if (!walk) {
+    std::fprintf(stderr, "nlcapture: bad framing: %s\n", walk.error().message.c_str());
+    return 1;
+  }
+  return status;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string_view(argv[1]) == "--decode") return decode(argv[2]);
   const Options o = parse_options(argc, argv);
 
   auto sock = o.netns.empty() ? NetlinkSocket::open(o.bus) : open_netlink_socket_in_netns(o.netns, o.bus);
@@ -251,7 +281,12 @@ int main(int argc, char** argv) {
         break;
     }
     const Bytes datagram(buf.data(), r.size);
-    if (!write_all(out.get(), datagram.data(), datagram.size())) {
+    // The kernel does not pad audit datagrams to NLMSG_ALIGNTO; pad each one
+    // so that the file is one valid nlmsghdr stream (the padding is shorter
+    // than a header and for_each_netlink_message skips it).
+    static const std::uint8_t kZeros[NLMSG_ALIGNTO] = {};
+    const std::size_t pad = NLMSG_ALIGN(datagram.size()) - datagram.size();
+    if (!write_all(out.get(), datagram.data(), datagram.size()) || !write_all(out.get(), kZeros, pad)) {
       std::fprintf(stderr, "nlcapture: write %s: %s\n", o.out.c_str(), std::strerror(errno));
       return 1;
     }

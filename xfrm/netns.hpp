@@ -32,7 +32,10 @@ class ScopedNetns {
   // here aborts the process.
   ~ScopedNetns();
 
-  // Returns to the saved namespace now, reporting failure.
+  // Returns to the saved namespace now, reporting failure. On failure the
+  // thread is still in the target namespace and the destructor tries again
+  // (and aborts if that fails too); setns to a namespace fd this thread held
+  // a moment ago fails only when the kernel is out of memory.
   Result<Unit> restore();
 
  private:

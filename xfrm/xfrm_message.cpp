@@ -73,38 +73,54 @@ constexpr std::size_t kAlgoAuthFixed = offsetof(xfrm_algo_auth, alg_key);
 constexpr std::size_t kAlgoAeadFixed = offsetof(xfrm_algo_aead, alg_key);
 constexpr std::size_t kEsnFixed = offsetof(xfrm_replay_state_esn, bmp);
 
-#define SA_STATE_RULES                                                                     \
-  {XFRMA_ALG_AUTH, at_least(kAlgoFixed)}, {XFRMA_ALG_CRYPT, at_least(kAlgoFixed)},         \
-      {XFRMA_ALG_COMP, at_least(kAlgoFixed)}, {XFRMA_ALG_AEAD, at_least(kAlgoAeadFixed)},  \
-      {XFRMA_ALG_AUTH_TRUNC, at_least(kAlgoAuthFixed)},                                    \
-      {XFRMA_ENCAP, at_least(sizeof(xfrm_encap_tmpl))},                                    \
-      {XFRMA_REPLAY_VAL, at_least(sizeof(xfrm_replay_state))},                             \
-      {XFRMA_REPLAY_ESN_VAL, at_least(kEsnFixed)}, {XFRMA_MARK, at_least(sizeof(xfrm_mark))}, \
-      {XFRMA_IF_ID, exactly(4)}, {XFRMA_SA_EXTRA_FLAGS, exactly(4)}, {kXfrmaSaDir, exactly(1)}, \
-      {XFRMA_OFFLOAD_DEV, at_least(sizeof(xfrm_user_offload))}
+// The same table with more rules (a DELSA reads what a NEWSA reads, plus XFRMA_SA).
+constexpr AttrTable extend(AttrTable t, std::initializer_list<std::pair<std::uint16_t, AttrRule>> rules) {
+  for (const auto& [type, rule] : rules) t[type] = rule;
+  return t;
+}
 
-#define POLICY_RULES                                                                        \
-  {XFRMA_TMPL, at_least(sizeof(xfrm_user_tmpl))},                                         \
-      {XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))},                        \
-      {XFRMA_MARK, at_least(sizeof(xfrm_mark))}, {XFRMA_IF_ID, exactly(4)}
+// An SA's attributes: algorithms (names only are read), replay state, NAT-T,
+// mark, interface id, flags, direction, offload.
+constexpr AttrTable kSaTable = make_table({
+    {XFRMA_ALG_AUTH, at_least(kAlgoFixed)},
+    {XFRMA_ALG_CRYPT, at_least(kAlgoFixed)},
+    {XFRMA_ALG_COMP, at_least(kAlgoFixed)},
+    {XFRMA_ALG_AEAD, at_least(kAlgoAeadFixed)},
+    {XFRMA_ALG_AUTH_TRUNC, at_least(kAlgoAuthFixed)},
+    {XFRMA_ENCAP, at_least(sizeof(xfrm_encap_tmpl))},
+    {XFRMA_REPLAY_VAL, at_least(sizeof(xfrm_replay_state))},
+    {XFRMA_REPLAY_ESN_VAL, at_least(kEsnFixed)},
+    {XFRMA_MARK, at_least(sizeof(xfrm_mark))},
+    {XFRMA_IF_ID, exactly(4)},
+    {XFRMA_SA_EXTRA_FLAGS, exactly(4)},
+    {kXfrmaSaDir, exactly(1)},
+    {XFRMA_OFFLOAD_DEV, at_least(sizeof(xfrm_user_offload))},
+});
+constexpr AttrTable kDelSaTable = extend(kSaTable, {{XFRMA_SA, at_least(sizeof(xfrm_usersa_info))}});
 
-constexpr AttrTable kSaTable = make_table({SA_STATE_RULES});
-constexpr AttrTable kDelSaTable = make_table({SA_STATE_RULES, {XFRMA_SA, at_least(sizeof(xfrm_usersa_info))}});
-constexpr AttrTable kPolicyTable = make_table({POLICY_RULES});
-constexpr AttrTable kDelPolicyTable =
-    make_table({POLICY_RULES, {XFRMA_POLICY, at_least(sizeof(xfrm_userpolicy_info))}});
-constexpr AttrTable kMigrateTable = make_table({{XFRMA_MIGRATE, at_least(sizeof(xfrm_user_migrate))},
-                                                {XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))}});
+// A policy's attributes (also ACQUIRE's and POLEXPIRE's).
+constexpr AttrTable kPolicyTable = make_table({
+    {XFRMA_TMPL, at_least(sizeof(xfrm_user_tmpl))},
+    {XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))},
+    {XFRMA_MARK, at_least(sizeof(xfrm_mark))},
+    {XFRMA_IF_ID, exactly(4)},
+});
+constexpr AttrTable kDelPolicyTable = extend(kPolicyTable, {{XFRMA_POLICY, at_least(sizeof(xfrm_userpolicy_info))}});
+
+constexpr AttrTable kMigrateTable = make_table({
+    {XFRMA_MIGRATE, at_least(sizeof(xfrm_user_migrate))},
+    {XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))},
+});
 constexpr AttrTable kFlushPolicyTable = make_table({{XFRMA_POLICY_TYPE, at_least(sizeof(xfrm_userpolicy_type))}});
-constexpr AttrTable kAeTable = make_table({{XFRMA_REPLAY_VAL, at_least(sizeof(xfrm_replay_state))},
-                                           {XFRMA_REPLAY_ESN_VAL, at_least(kEsnFixed)},
-                                           {XFRMA_LTIME_VAL, at_least(sizeof(xfrm_lifetime_cur))},
-                                           {XFRMA_REPLAY_THRESH, exactly(4)},
-                                           {XFRMA_ETIMER_THRESH, exactly(4)},
-                                           {XFRMA_MARK, at_least(sizeof(xfrm_mark))},
-                                           {XFRMA_IF_ID, exactly(4)}});
-#undef SA_STATE_RULES
-#undef POLICY_RULES
+constexpr AttrTable kAeTable = make_table({
+    {XFRMA_REPLAY_VAL, at_least(sizeof(xfrm_replay_state))},
+    {XFRMA_REPLAY_ESN_VAL, at_least(kEsnFixed)},
+    {XFRMA_LTIME_VAL, at_least(sizeof(xfrm_lifetime_cur))},
+    {XFRMA_REPLAY_THRESH, exactly(4)},
+    {XFRMA_ETIMER_THRESH, exactly(4)},
+    {XFRMA_MARK, at_least(sizeof(xfrm_mark))},
+    {XFRMA_IF_ID, exactly(4)},
+});
 
 // The payloads of the attributes a table admits, each already length-checked.
 struct Attrs {
@@ -185,17 +201,21 @@ Result<IpAddress> address(const xfrm_address_t& a, std::uint16_t family) {
   return make_error(Errc::malformed, "address family " + std::to_string(family) + " is neither inet nor inet6");
 }
 
-Result<XfrmSelector> selector(const xfrm_selector& s) {
+// An SA's selector may have family AF_UNSPEC (a larval SA made by ALLOCSPI
+// has one, with its prefix lengths set): its addresses are then in the SA's
+// family, as iproute2 reads them. `sa_family` is that family, 0 elsewhere.
+Result<XfrmSelector> selector(const xfrm_selector& s, std::uint16_t sa_family = AF_UNSPEC) {
   XfrmSelector r;
   r.family = s.family;
-  if (s.family != AF_UNSPEC) {
-    auto d = address(s.daddr, s.family);
+  const std::uint16_t family = s.family != AF_UNSPEC ? s.family : sa_family;
+  if (family != AF_UNSPEC) {
+    auto d = address(s.daddr, family);
     if (!d) return d.error();
-    auto a = address(s.saddr, s.family);
+    auto a = address(s.saddr, family);
     if (!a) return a.error();
     r.daddr = *d;
     r.saddr = *a;
-    const unsigned max_len = s.family == AF_INET ? 32 : 128;
+    const unsigned max_len = family == AF_INET ? 32 : 128;
     if (s.prefixlen_d > max_len || s.prefixlen_s > max_len)
       return make_error(Errc::out_of_range, "selector prefix length beyond the address");
   }
@@ -256,7 +276,7 @@ Result<XfrmSa> sa_from_info(const xfrm_usersa_info& p) {
   if (!d) return d.error();
   auto s = address(p.saddr, p.family);
   if (!s) return s.error();
-  auto sel = selector(p.sel);
+  auto sel = selector(p.sel, p.family);
   if (!sel) return sel.error();
   sa.daddr = *d;
   sa.saddr = *s;
@@ -504,8 +524,6 @@ Result<XfrmMessage> parse_acquire(Bytes payload) {
   auto p = policy_from_info(ua->policy);
   if (!p) return p.error();
   if (auto r = apply_policy_attrs(*attrs, *p); !r) return r.error();
-  auto sel = selector(ua->sel);
-  if (!sel) return sel.error();
   // xfrm_user_acquire has no family of its own: the larval SA takes its
   // family from the template it was made for (which may differ from the
   // selector's in a tunnel).
@@ -520,6 +538,8 @@ Result<XfrmMessage> parse_acquire(Bytes payload) {
   if (!d) return d.error();
   auto s = address(ua->saddr, family);
   if (!s) return s.error();
+  auto sel = selector(ua->sel);
+  if (!sel) return sel.error();
   XfrmAcquire a;
   a.daddr = *d;
   a.spi = ntohl(ua->id.spi);
@@ -721,6 +741,7 @@ class Line {
     if (v) f(*v);
   }
   void prefix(const std::string& p) { prefix_ = p; }
+  const std::string& prefix() const { return prefix_; }
   std::string take() { return std::move(out_); }
 
   void add(const char* key, const std::string& v) {
@@ -735,10 +756,11 @@ class Line {
   std::string out_, prefix_;
 };
 
-struct Scope {  // prefixes keys ("sel.", "tmpl0.") for the lifetime of the scope
-  Scope(Line& l, std::string p) : line(l) { line.prefix(std::move(p)); }
-  ~Scope() { line.prefix({}); }
+struct Scope {  // prefixes keys ("policy.", "tmpl0.") for its lifetime; scopes nest
+  Scope(Line& l, const std::string& p) : line(l), saved(l.prefix()) { line.prefix(saved + p); }
+  ~Scope() { line.prefix(saved); }
   Line& line;
+  std::string saved;
 };
 
 void put(Line& l, const XfrmSelector& s) {

@@ -62,8 +62,9 @@ inline constexpr std::uint8_t kXfrmStateEsn = 128;  // XFRM_STATE_ESN
 
 // ---- value types ----
 
-// The kernel's xfrm_selector. `family` is the raw field (AF_UNSPEC is legal
-// for SA selectors); addresses are set only for AF_INET / AF_INET6.
+// The kernel's xfrm_selector. `family` is the raw field. Addresses are set
+// for AF_INET / AF_INET6, and for an SA's AF_UNSPEC selector (larval SAs from
+// ALLOCSPI have one) in the SA's family; otherwise they are empty.
 struct XfrmSelector {
   std::uint16_t family{0};
   std::optional<IpAddress> daddr, saddr;

@@ -1,6 +1,7 @@
 """Helpers for live tests: network namespaces the test owns, the kernel audit
 switch (read and put back), and a running ipsec-auditd whose records are read
 as they are written. Python 3.11 stdlib only."""
+import argparse
 import json
 import os
 import signal
@@ -180,3 +181,19 @@ class Checks:
         print(f"{self.name}: {self.passed} passed, {self.failed} failed")
         sys.stdout.flush()
         return 0 if self.failed == 0 and self.passed > 0 else 1
+
+
+def live_test(name):
+    """Parses --agent/--source; returns (args, Checks, validate_file) where
+    validate_file(path) lists schema problems of a JSON Lines file."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--source", required=True)
+    a = ap.parse_args()
+    sys.path.insert(0, os.path.join(a.source, "tools"))
+    validate = __import__("validate-records")
+
+    def validate_file(path):
+        with open(path, encoding="utf-8", newline="") as f:
+            return validate.validate_lines(f.readlines())
+    return a, Checks(name), validate_file

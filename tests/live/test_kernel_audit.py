@@ -4,24 +4,17 @@ SPD changes in a fresh netns reach the agent through kernel audit as
 policy-added / policy-deleted records, within a second, with the right
 addresses; service events; the audit switch is put back; bad options exit 2;
 every record validates against the schema; the host's own SPD/SAD untouched."""
-import argparse
 import os
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from livelib import Agent, Checks, KernelAuditGuard, Netns, audit_status, host_xfrm_snapshot  # noqa: E402
+from livelib import Agent, KernelAuditGuard, Netns, audit_status, host_xfrm_snapshot, live_test  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--agent", required=True)
-    ap.add_argument("--source", required=True)
-    a = ap.parse_args()
-    sys.path.insert(0, os.path.join(a.source, "tools"))
-    validate = __import__("validate-records")
-    c = Checks("live.kernel_audit")
+    a, c, validate_file = live_test("live.kernel_audit")
 
     # Command-line contract.
     r = subprocess.run([a.agent, "--help"], capture_output=True, text=True)
@@ -74,7 +67,7 @@ def main():
                     "service-stopped 5479 is the last record", recs[-1])
             c.check(sum(r["event"] == "policy-added" for r in recs) == 2, "exactly two policy-added records",
                     [r["event"] for r in recs])
-            problems = validate.validate_lines(open(agent.out, encoding="utf-8", newline="").readlines())
+            problems = validate_file(agent.out)
             c.check(not problems, f"all {len(recs)} records valid against the schema", problems[:5])
         c.check(audit_status()["enabled"] == guard.before, "kernel audit switch put back as it was")
     c.check(host_xfrm_snapshot() == host_before, "host SPD/SAD untouched")

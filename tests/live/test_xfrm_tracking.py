@@ -6,7 +6,6 @@ the right netns, joined with their kernel audit records; a netns created
 after start is followed with --netns all; an overrun forced with a tiny
 receive buffer and a burst gives events-lost and, after the resync, a table
 equal to `ip xfrm policy`. SA cases need ESP: they run in the ESP lab."""
-import argparse
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from livelib import Agent, Checks, KernelAuditGuard, Netns, host_xfrm_snapshot, sh  # noqa: E402
+from livelib import Agent, KernelAuditGuard, Netns, host_xfrm_snapshot, live_test, sh  # noqa: E402
 
 
 def policy_indexes(ns):
@@ -23,13 +22,7 @@ def policy_indexes(ns):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--agent", required=True)
-    ap.add_argument("--source", required=True)
-    a = ap.parse_args()
-    sys.path.insert(0, os.path.join(a.source, "tools"))
-    validate = __import__("validate-records")
-    c = Checks("live.xfrm_tracking")
+    a, c, validate_file = live_test("live.xfrm_tracking")
     host_before = host_xfrm_snapshot()
 
     with KernelAuditGuard(), Netns("ixa") as na, Netns("ixb") as nb:
@@ -103,7 +96,7 @@ def main():
 
             c.check(agent.stop() == 0, "clean stop")
             recs = agent.records()
-            problems = validate.validate_lines(open(agent.out, encoding="utf-8", newline="").readlines())
+            problems = validate_file(agent.out)
             c.check(not problems, f"all {len(recs)} records valid against the schema", problems[:5])
             c.check(not any(r["event"] == "policy-added" and r["src"] == "10.78.9.9" for r in recs),
                     "the start-up dump writes no records")
