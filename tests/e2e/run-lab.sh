@@ -131,7 +131,8 @@ if [ "$RC" != 0 ]; then
     echo "run-lab: ---- qemu output ----" >&2
     cat "$OUT/qemu.log" >&2 2>/dev/null || true
     echo "run-lab: ---- end; results in $OUT ----" >&2
-    grep -q '^e2e: [0-9]* passed, [0-9]* failed$' "$OUT/scenario.log" 2>/dev/null ||
+    # repeat the summary as the very last line
+    grep '^e2e: [0-9]* passed, [0-9]* failed$' "$OUT/scenario.log" 2>/dev/null | tail -n 1 | grep . ||
         echo "e2e: 0 passed, 1 failed"
     case "$RC" in ''|none|*[!0-9]*) exit 1 ;; 0) exit 1 ;; *) exit "$RC" ;; esac
 fi

@@ -506,6 +506,10 @@ def check_records(C, recs, expected, agent):
         order.append(best)
         matched[e["step"]] = pkt[best]
         C.check(not best_bad, name, "; ".join(best_bad) + " | got " + json.dumps(pkt[best])[:400])
+        if exp.get("_alt") and not best_bad:
+            r = pkt[best]
+            C.note("%s: agent wrote %s %s%s" % (e["step"], r.get("event"), r.get("event_id"), "".join(
+                " %s=%s" % (k, r[k]) for k in ("replay_basis", "replay_detail") if k in r)))
     extra = [pkt[i] for i in range(len(pkt)) if i not in used]
     C.check(not extra, "no unexpected packet records (%d expected, %d written)" % (len(expected), len(pkt)),
             " | ".join(json.dumps({k: r.get(k) for k in ("event", "event_id", "family", "spi", "seq", "src", "source", "count")})
