@@ -531,6 +531,19 @@ def check_records(C, recs, expected, agent):
     return matched
 
 
+def validate_schema(C, path):
+    """The repo's own schema validator (tools/validate-records.py, needs python3-jsonschema)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    tool = os.path.normpath(os.path.join(here, "..", "..", "tools", "validate-records.py"))
+    if not os.path.exists(tool):
+        C.note("no %s: schema not checked" % tool)
+        return
+    p = subprocess.run([sys.executable, tool, "--min", "3", path], capture_output=True, text=True, timeout=60)
+    out = (p.stdout + p.stderr).strip().splitlines()
+    C.check(p.returncode == 0, "events.jsonl valid against docs/schema (tools/validate-records.py)",
+            " | ".join(out[-6:]) + (" (install python3-jsonschema)" if "jsonschema" in p.stderr else ""))
+
+
 # ---------------------------------------------------------------- scenario
 def run_esp(args, C, st):
     steps = st["steps"]
@@ -679,6 +692,7 @@ def main():
             import shutil
             shutil.copyfile(agent.events, os.path.join(OUT, "events.jsonl"))  # verbatim
         matched = check_records(C, recs, expected, agent)
+        validate_schema(C, agent.events)
         for ent in steps:
             if "expected" in ent:
                 ent["agent_record"] = matched.get(ent["step"])

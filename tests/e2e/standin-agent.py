@@ -29,8 +29,12 @@ OPS = {  # audit op -> (event, event_id, class)
 HDR = re.compile(r"audit\((\d+)\.(\d+):(\d+)\):\s*(.*)", re.S)
 
 
+def rfc3339(t_ns):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t_ns // 10**9)) + ".%09dZ" % (t_ns % 10**9)
+
+
 def now():
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".%06dZ" % (time.time() % 1 * 1e6)
+    return rfc3339(time.time_ns())
 
 
 def base(event, event_id, cls, source, message):
@@ -52,7 +56,8 @@ def parse(text):
     if fields.get("res") == "0":
         cls = "failure"
     r = base(ev, eid, cls, "kernel-audit", m.group(4).strip())
-    r["kernel_time"] = float(m.group(1) + "." + m.group(2))
+    r["audit"] = {"op": op}
+    r["kernel_time"] = rfc3339(int(m.group(1)) * 10**9 + int(m.group(2)) * 10**6)
     r["audit_serial"] = int(m.group(3))
     for k in ("src", "dst"):
         if k in fields:
@@ -66,7 +71,7 @@ def parse(text):
     if "flowlbl" in fields:
         r["flow_label"] = int(fields["flowlbl"], 16)
     if op == "SA-replayed-pkt":
-        r["replay_detail"] = "unknown"
+        r["replay_basis"] = "unknown"
     return r
 
 
