@@ -12,7 +12,10 @@ the final "e2e: N passed, M failed"), trace.log, events.jsonl (agent output),
 steps.json (per step: expected record, /proc/net/xfrm_stat deltas, per-SA
 stats), agent.log.
 """
-import argparse, ctypes, json, os, re, select, signal, socket, struct, subprocess, sys, time
+import argparse, ctypes, hashlib, json, os, re, select, signal, socket, struct, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import keyscan  # noqa: E402  (tests/e2e/keyscan.py)
 
 # ---------------------------------------------------------------- expectations
 # Replay below the window. Until the agent tracks SAs it cannot tell this from
@@ -42,13 +45,21 @@ PACKET_AUDIT_CLASS = "success"
 
 FLOW_LABEL = 0x12345
 NS_A, NS_B = "a", "b"
+# SA keys: fixed but random-looking, so keyscan.py can look for them in the
+# agent's files and memory without false hits.
+KEYS = {
+    "v4 aead rfc4106(gcm(aes))": hashlib.sha256(b"ipsec-audit e2e v4 aead").digest()[:20],
+    "v6 auth hmac(sha256)": hashlib.sha256(b"ipsec-audit e2e v6 auth").digest(),
+    "v6 enc cbc(aes)": hashlib.sha256(b"ipsec-audit e2e v6 enc").digest()[:16],
+}
+_K = list(KEYS.values())
 FAM = {
     4: dict(name="inet", a="10.0.0.1", b="10.0.0.2", plen=24, spi=0x1001, reqid=1,
             ospi=0x1003, oreqid=3,
-            algo=["aead", "rfc4106(gcm(aes))", "0x" + "11" * 20, "128"]),
+            algo=["aead", "rfc4106(gcm(aes))", "0x" + _K[0].hex(), "128"]),
     6: dict(name="inet6", a="fd00::1", b="fd00::2", plen=64, spi=0x2001, reqid=2,
             ospi=0x2003, oreqid=4,
-            algo=["auth-trunc", "hmac(sha256)", "0x" + "21" * 32, "128", "enc", "cbc(aes)", "0x" + "41" * 16]),
+            algo=["auth-trunc", "hmac(sha256)", "0x" + _K[1].hex(), "128", "enc", "cbc(aes)", "0x" + _K[2].hex()]),
 }
 PORT, OPORT = 9999, 8888
 ICV_LEN = 16
@@ -650,6 +661,16 @@ def run_esp(args, C, st):
 
     time.sleep(0.5)
     agent.wait_packet_records(len(expected))
+    # the scanner itself must see a key where one is (this process holds them all)
+    C.check(all(keyscan.scan_process(os.getpid(), k) for k in KEYS.values()),
+            "lab: keyscan finds the SA keys in the scenario's own memory")
+    if agent.p.poll() is None:  # SA keys must not linger in the running agent's memory
+        for name, key in KEYS.items():
+            try:
+                hits = keyscan.scan_process(agent.p.pid, key)
+            except OSError as e:
+                hits = ["cannot scan: %s" % e]
+            C.check(not hits, "no SA key in the agent's memory (%s)" % name, "; ".join(hits[:6]))
     final = {ns: sh("ip", "-n", ns, "-s", "-s", "xfrm", "state") for ns in (NS_A, NS_B)}
     steps.append({"step": "final", "xfrm_stat": counters(), "ip_s_s_xfrm_state": final})
     agent.stop()
@@ -693,6 +714,9 @@ def main():
             shutil.copyfile(agent.events, os.path.join(OUT, "events.jsonl"))  # verbatim
         matched = check_records(C, recs, expected, agent)
         validate_schema(C, agent.events)
+        files = [agent.dir, os.path.join(OUT, "agent.log")]
+        hits = [h for key in KEYS.values() for h in keyscan.scan_files(files, key)]
+        C.check(not hits, "no SA key in the agent's records, log or state", "; ".join(hits[:6]))
         for ent in steps:
             if "expected" in ent:
                 ent["agent_record"] = matched.get(ent["step"])
