@@ -15,7 +15,7 @@
 #   --timeout S       hard bound for the VM, seconds (default 300)
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
-BUILD= SCENARIO=esp AGENT= CACHE= OUT= ACCEL=${E2E_ACCEL:-auto} TIMEOUT=${E2E_TIMEOUT:-300}
+BUILD="" SCENARIO=esp AGENT="" CACHE="" OUT="" ACCEL=${E2E_ACCEL:-auto} TIMEOUT=${E2E_TIMEOUT:-300}
 die() { echo "run-lab: ERROR: $*" >&2; echo "e2e: 0 passed, 1 failed" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --accel) ACCEL=$2; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n "2,15p" "$0" | sed "s|^# \{0,1\}||"; echo "Env: E2E_ACCEL E2E_TIMEOUT E2E_AGENT_ARGS E2E_MODPROBE=on E2E_VM_DEBUG=CMD E2E_KVM_CPU E2E_TCG_CPU E2E_KVM_PROBE_TIMEOUT"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
