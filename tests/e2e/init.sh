@@ -32,7 +32,10 @@ halt_vm() {
 fail() { echo "e2e-init: FATAL: $*"; [ -d /newroot/run/e2e/out ] && echo "init: $*" > /newroot/run/e2e/out/init-error; halt_vm; }
 
 R=/newroot
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot $R || fail "cannot mount 9p hostroot"
+H=/hostro
+mkdir -p $H
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot $H || fail "cannot mount 9p hostroot"
+mount --bind $H $R || fail "cannot bind the host root"
 for d in tmp run var/tmp; do
     [ -d $R/$d ] && mount -t tmpfs -o mode=1777 tmpfs $R/$d
 done
@@ -45,6 +48,12 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
 [ -f $R/run/e2e/out/config.env ] || fail "no config.env in the out share"
+# The tree under test may live below a directory the tmpfs mounts above hide
+# (a CI clone in /tmp): bind those paths back from the host root.
+E2E_BIND=$(. $R/run/e2e/out/config.env; echo "$E2E_BIND")
+for p in $E2E_BIND; do
+    mkdir -p "$R$p" && mount --bind "$H$p" "$R$p" || fail "cannot bind $p"
+done
 echo "e2e-init: uptime $(cut -d' ' -f1 /proc/uptime) host root mounted, switching root"
 # switch_root (not chroot): kernel-spawned helpers such as modprobe must see the
 # host root too. vm-init.sh becomes PID 1, writes out/rc and powers off.

@@ -88,7 +88,21 @@ case "$ACCEL" in
     *) die "bad --accel $ACCEL" ;;
 esac
 
+# Paths the VM needs that sit below the VM's own tmpfs mounts (tmp, run,
+# var/tmp) are bound back from the host root by the VM's /init.
+SRC_ROOT=$(cd "$HERE/../.." && pwd)
+E2E_BIND=""
+AGENT_DIR=$SRC_ROOT
+[ "$AGENT" = standin ] || AGENT_DIR=$(dirname "$AGENT")
+for p in "$SRC_ROOT" "$BUILD" "$MODROOT" "$AGENT_DIR"; do
+    p=$(cd "$p" && pwd -P)
+    case "$p/" in
+        /tmp/*|/run/*|/var/tmp/*) E2E_BIND="$E2E_BIND $p" ;;
+    esac
+done
+
 cat > "$OUT/config.env" <<EOT
+E2E_BIND='$E2E_BIND'
 E2E_DIR='$HERE'
 MODROOT='$MODROOT'
 KVER='$KVER'
