@@ -693,6 +693,19 @@ def main():
     if args.scenario == "boot":
         C.check(os.uname().release.startswith("6.1."), "booted the lab kernel", os.uname().release)
         return C.finish()
+    if args.scenario == "capture-fixtures":
+        # One-off: ESP SA fixtures for tests/fixtures/xfrm (the dev host has no ESP).
+        here = os.path.dirname(os.path.abspath(__file__))
+        script = os.path.join(here, "..", "fixtures", "xfrm", "capture-esp.sh")
+        tool = os.path.join(os.path.dirname(args.agent), "ipsec-audit-nlcapture")
+        dest = os.path.join(OUT, "fixtures")
+        os.makedirs(dest, exist_ok=True)
+        p = subprocess.run(["bash", script, tool], env=dict(os.environ, OUT=dest), capture_output=True, text=True,
+                           timeout=240)
+        log(p.stdout[-4000:], p.stderr[-4000:])
+        C.check(p.returncode == 0, "capture-esp.sh ran", "rc %d" % p.returncode)
+        C.check(any(f.startswith("esp-") for f in os.listdir(dest)), "esp-*.bin captured", str(os.listdir(dest)))
+        return C.finish()
     if args.scenario != "esp":
         C.check(False, "known scenario", "unknown scenario %r" % args.scenario)
         return C.finish()
