@@ -315,8 +315,18 @@ void XfrmTracker::arm_correlator() {
 
 void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits) {
   if (!e.dst || !e.spi) return;
+  // Kernel audit names no netns and no direction; the event kind does say the
+  // direction (an overflow is outbound, the rest inbound). An SA known to run
+  // the other way is not a candidate; one known to run this way beats one of
+  // unknown direction. Among equals nothing is guessed.
+  const std::string want = e.kind == EventKind::sequence_overflow ? "out" : "in";
+  std::vector<std::pair<Watcher*, const SaEntry*>> same, unknown;
   for (const auto& w : watchers_)
-    for (const SaEntry* s : w->table.find(*e.dst, *e.spi)) hits.emplace_back(w.get(), s);
+    for (const SaEntry* s : w->table.find(*e.dst, *e.spi)) {
+      if (s->direction == want) same.emplace_back(w.get(), s);
+      else if (s->direction == "unknown") unknown.emplace_back(w.get(), s);
+    }
+  hits = same.empty() ? std::move(unknown) : std::move(same);
   if (hits.size() == 1) {
     e.sa_json = hits[0].second->json;
     e.netns = hits[0].first->label;
@@ -324,7 +334,8 @@ void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry
     nlohmann::json cands = nlohmann::json::array();
     for (const auto& [w, s] : hits)
       cands.push_back({{"netns", w->label}, {"proto", proto_name(s->sa.proto)}, {"spi", s->sa.spi},
-                       {"src", s->sa.saddr.to_string()}, {"dst", s->sa.daddr.to_string()}});
+                       {"src", s->sa.saddr.to_string()}, {"dst", s->sa.daddr.to_string()},
+                       {"direction", s->direction}});
     e.detail["sa_match"] = "ambiguous";
     e.detail["sa_candidates"] = std::move(cands);
   }

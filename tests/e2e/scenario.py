@@ -23,15 +23,13 @@ import keyscan  # noqa: E402  (tests/e2e/keyscan.py)
 # Accepted alternatives, first one is the target. To require the target only,
 # drop the second entry.
 BELOW_WINDOW_ACCEPT = [
-    {"event": "replay-sequence-too-low", "event_id": 4962},
-    {"event": "replay-check-failed", "event_id": 4961, "replay_basis": "unknown"},
-    {"event": "replay-check-failed", "event_id": 4961, "replay_detail": "unknown"},  # older agents
+    {"event": "replay-sequence-too-low", "event_id": 4962, "replay_basis": "counter"},
 ]
 # Extra agent arguments (after the contract's). The inbound SAs live in netns b;
 # watching b (not a, which holds the same dst+SPI outbound) lets the agent tie
 # packet records to one SA and tell 4961 from 4962. E2E_AGENT_ARGS overrides.
-AGENT_EXTRA_ARGS = os.environ.get("E2E_AGENT_ARGS", "--netns b").split()
-DUPLICATE = {"event": "replay-check-failed", "event_id": 4961}
+AGENT_EXTRA_ARGS = os.environ.get("E2E_AGENT_ARGS", "--netns all").split()
+DUPLICATE = {"event": "replay-check-failed", "event_id": 4961, "replay_basis": "counter"}
 ICV = {"event": "integrity-check-failed", "event_id": 4960}
 NOTFOUND = {"event": "incorrect-spi", "event_id": 4965}
 OVERFLOW = {"event": "sequence-overflow", "event_id": None}
@@ -61,6 +59,9 @@ FAM = {
             ospi=0x2003, oreqid=4,
             algo=["auth-trunc", "hmac(sha256)", "0x" + _K[1].hex(), "128", "enc", "cbc(aes)", "0x" + _K[2].hex()]),
 }
+# The `sa.algorithms` object the agent writes for each family's SAs (names only).
+ALGS = {4: {"aead": {"name": "rfc4106(gcm(aes))", "icv_bits": 128}},
+        6: {"auth": {"name": "hmac(sha256)", "trunc_bits": 128}, "enc": {"name": "cbc(aes)"}}}
 PORT, OPORT = 9999, 8888
 ICV_LEN = 16
 
@@ -471,6 +472,51 @@ def diff(exp, rec):
     return bad
 
 
+def check_reconciliation(C, recs, st):
+    """Nothing unaccounted: the agent's packet records add up to the kernel's
+    own counters over the run, per namespace (/proc/net/xfrm_stat) and per SA
+    (ip -s -s xfrm state: replay, replay-window, failed)."""
+    d = delta(st["counters_start"], st["counters_end"])
+    n = lambda ev, **kw: sum(1 for r in recs if r.get("event") == ev and all(r.get(k) == v for k, v in kw.items()))
+    pairs = [("b:XfrmInStateProtoError", n("integrity-check-failed")),
+             ("b:XfrmInStateSeqError", n("replay-check-failed") + n("replay-sequence-too-low")),
+             ("b:XfrmInNoStates", n("incorrect-spi")),
+             ("a:XfrmOutStateSeqError", n("sequence-overflow"))]
+    for counter, records in pairs:
+        C.check(d.get(counter, 0) == records and records > 0,
+                "reconciled: %s +%d == %d records" % (counter, d.get(counter, 0), records))
+    for f in (4, 6):
+        sa, spi = st["sa_final"][f], FAM[f]["spi"]
+        got = {"failed": n("integrity-check-failed", spi=spi), "replay": n("replay-check-failed", spi=spi),
+               "replay_window": n("replay-sequence-too-low", spi=spi)}
+        C.check(all(sa.get(k) == v for k, v in got.items()),
+                "reconciled: per-SA stats of b's SA %#x equal its records %s" % (spi, got),
+                "kernel %s" % {k: sa.get(k) for k in got})
+
+
+def check_sa_lifecycle(C, recs):
+    """SA lifetime expiry of SA 0x1004 in b: soft, then hard (which deletes it)."""
+    exp = [r for r in recs if r.get("event") == "sa-expired" and r.get("spi") == 0x1004]
+    kinds = [r.get("expire") for r in exp]
+    C.check(kinds == ["soft", "hard"], "sa-expired soft then hard for SA 0x1004", "got %s" % kinds)
+    C.check(all(r.get("netns") == NS_B and r.get("source") == "xfrm" and isinstance(r.get("sa"), dict)
+                and r["sa"].get("reqid") == 9 and r["sa"].get("lifetime", {}).get("hard", {}).get("add_seconds") == 2
+                for r in exp), "sa-expired names netns b and carries the SA (reqid, lifetime)",
+            json.dumps(exp)[:400])
+    added = [r for r in recs if r.get("event") == "sa-added" and r.get("spi") == 0x1004]
+    C.check(len(added) == 1 and added[0].get("netns") == NS_B and added[0]["sa"]["algorithms"] == ALGS[4]
+            and added[0].get("correlation") == "matched" and added[0]["audit"]["op"] == "SAD-add",
+            "sa-added from XFRM, with algorithm names, joined with its SAD-add audit record",
+            json.dumps(added)[:400])
+    # The same SA (src, dst, SPI) added in a and in b: two XFRM messages and two
+    # identical audit lines. Which audit record belongs to which is not known.
+    same = [r for r in recs if r.get("event") == "sa-added" and r.get("spi") == FAM[4]["spi"]]
+    C.check(len(same) == 4 and all(r.get("correlation") == "ambiguous" for r in same)
+            and sorted(str(r.get("netns")) for r in same if r["source"] == "xfrm") == [NS_A, NS_B],
+            "identical changes in two netns are not joined: correlation ambiguous",
+            json.dumps([(r["source"], r.get("netns"), r.get("correlation")) for r in same]))
+
+
 def check_records(C, recs, expected, agent):
     """Check the agent's records; returns {step: matched packet record}."""
     C.check(bool(recs), "agent wrote records", "events.jsonl empty or missing")
@@ -570,6 +616,7 @@ def run_esp(args, C, st):
     if not started:
         agent.stop()
         return
+    st["counters_start"] = counters()
 
     def step(name, fn, exp=None, label="", lab_expect=None, sa=None):
         """Run one provocation; record counters and SA stats; lab self-check on counter deltas."""
@@ -593,7 +640,11 @@ def run_esp(args, C, st):
             C.check(all(d.get(k) == v for k, v in want.items()), "lab: %s moves %s" % (name, want), "deltas %s" % d)
         return ent
 
-    tracked = "--netns" in AGENT_EXTRA_ARGS and NS_B in AGENT_EXTRA_ARGS and args.agent != "standin"
+    # The agent tracks SAs when it watches netns b (or all): packet records then
+    # name the SA, and its direction picks b's inbound copy over a's outbound one.
+    tracked = "--netns" in AGENT_EXTRA_ARGS and (NS_B in AGENT_EXTRA_ARGS or "all" in AGENT_EXTRA_ARGS) \
+        and args.agent != "standin"
+    watch_all = "all" in AGENT_EXTRA_ARGS
 
     def rec(kind, f, seq, spi=None, sa_ns=None, **extra):
         F = FAM[f]
@@ -602,8 +653,12 @@ def run_esp(args, C, st):
              "source": "kernel-audit", "count": 1}
         r.update({k: v for k, v in kind.items()})
         r.update(extra)
-        if tracked and sa_ns != "any":  # the agent watches netns b: inbound records name b's SA, unknown SPIs none
-            r["_sa"] = {"spi": r["spi"], "netns": sa_ns} if sa_ns else None
+        if tracked and (sa_ns != "any" or watch_all):
+            if sa_ns == "any":  # the overflow: a's outbound SA
+                sa_ns = NS_A
+            r["_sa"] = {"spi": r["spi"], "netns": sa_ns, "direction": "in" if sa_ns == NS_B else "out",
+                        "direction_source": "policy", "reqid": F["oreqid"] if sa_ns == NS_A else F["reqid"],
+                        "algorithms": ALGS[f]} if sa_ns else None
         return r
 
     for f in (4, 6):
@@ -659,8 +714,16 @@ def run_esp(args, C, st):
 
         step(v + "-overflow-teardown", teardown_overflow)
 
+    # SA lifetime: soft then hard expiry of an SA in b (XFRM EXPIRE; no packet).
+    F = FAM[4]
+    ipn(NS_B, "xfrm", "state", "add", "src", F["a"], "dst", F["b"], "proto", "esp", "spi", "0x1004", "reqid", 9,
+        "mode", "transport", "replay-window", 32, *F["algo"], "limit", "time-soft", 1, "limit", "time-hard", 2)
+    st["expiry_added"] = time.monotonic()
+
     time.sleep(0.5)
     agent.wait_packet_records(len(expected))
+    st["sa_final"] = {f: sa_stats(NS_B, FAM[f]["a"], FAM[f]["b"], FAM[f]["spi"]) for f in (4, 6)}
+    st["counters_end"] = counters()
     # the scanner itself must see a key where one is (this process holds them all)
     C.check(all(keyscan.scan_process(os.getpid(), k) for k in KEYS.values()),
             "lab: keyscan finds the SA keys in the scenario's own memory")
@@ -671,6 +734,9 @@ def run_esp(args, C, st):
             except OSError as e:
                 hits = ["cannot scan: %s" % e]
             C.check(not hits, "no SA key in the agent's memory (%s)" % name, "; ".join(hits[:6]))
+    left = 3.5 - (time.monotonic() - st["expiry_added"])
+    if left > 0:
+        time.sleep(left)  # past the hard lifetime
     final = {ns: sh("ip", "-n", ns, "-s", "-s", "xfrm", "state") for ns in (NS_A, NS_B)}
     steps.append({"step": "final", "xfrm_stat": counters(), "ip_s_s_xfrm_state": final})
     agent.stop()
@@ -726,6 +792,9 @@ def main():
             import shutil
             shutil.copyfile(agent.events, os.path.join(OUT, "events.jsonl"))  # verbatim
         matched = check_records(C, recs, expected, agent)
+        if "counters_end" in st:
+            check_reconciliation(C, recs, st)
+            check_sa_lifecycle(C, recs)
         validate_schema(C, agent.events)
         files = [agent.dir, os.path.join(OUT, "agent.log")]
         hits = [h for key in KEYS.values() for h in keyscan.scan_files(files, key)]
