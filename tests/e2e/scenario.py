@@ -689,6 +689,18 @@ def run_esp(args, C, st):
                 "lab: %s SA stats count the below-window replay as replay-window" % v, json.dumps(steps[-1].get("sa_stats")))
         step(v + "-unknown-spi", lambda: inject(frame, "spi=0xdead"), rec(NOTFOUND, f, seq, spi=0xDEAD),
              "unknown SPI 0xdead", {"b:XfrmInNoStates": 1})
+        if f == 4 and tracked and watch_all:
+            # The same (dst, SPI) in a and in b, neither with a policy that gives
+            # it a direction (tunnel mode: b's inbound transport template does
+            # not cover it): the agent must say ambiguous, not pick one.
+            def ambiguous_setup():
+                for ns in (NS_A, NS_B):
+                    ipn(ns, "xfrm", "state", "add", "src", F["a"], "dst", F["b"], "proto", "esp", "spi", "0x1005",
+                        "reqid", 5, "mode", "tunnel", "replay-window", 32, *F["algo"])
+            step(v + "-ambiguous-setup", ambiguous_setup)
+            step(v + "-ambiguous-sa", lambda: inject(frame, "spi=0x1005"),
+                 rec(ICV, f, seq, spi=0x1005, sa_ns=None, sa_match="ambiguous"),
+                 "ICV failure on an SA two netns hold, direction unknown", {"b:XfrmInStateProtoError": 1})
 
     for f in (4, 6):
         F = FAM[f]
