@@ -294,7 +294,7 @@ void XfrmTracker::resync(Watcher& w) {
 }
 
 void XfrmTracker::emit_change(Event e) {
-  if (ChangeCorrelator::joins(e.kind)) {
+  if (ChangeCorrelator::accepts(e)) {
     correlator_.add(std::move(e), ChangeCorrelator::Clock::now());
     arm_correlator();
   } else {

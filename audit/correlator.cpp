@@ -7,9 +7,20 @@ bool ChangeCorrelator::joins(EventKind k) {
          k == EventKind::policy_deleted;
 }
 
+namespace {
+// A hard SA expiry: XFRM says EXPIRE hard=1 (and no DELSA), audit says SAD-delete.
+bool is_hard_expiry(const Event& e) {
+  return e.kind == EventKind::sa_expired && e.detail.is_object() && e.detail.value("expire", "") == "hard";
+}
+EventKind change_kind(const Event& e) { return is_hard_expiry(e) ? EventKind::sa_deleted : e.kind; }
+}  // namespace
+
+bool ChangeCorrelator::accepts(const Event& e) { return joins(e.kind) || is_hard_expiry(e); }
+
 bool ChangeCorrelator::same_change(const Event& a, const Event& b) {
-  if (a.kind != b.kind || a.src != b.src || a.dst != b.dst) return false;
-  const bool sa = a.kind == EventKind::sa_added || a.kind == EventKind::sa_deleted;
+  const EventKind k = change_kind(a);
+  if (k != change_kind(b) || a.src != b.src || a.dst != b.dst) return false;
+  const bool sa = k == EventKind::sa_added || k == EventKind::sa_deleted;
   return !sa || a.spi == b.spi;
 }
 
@@ -40,6 +51,12 @@ std::vector<Event> ChangeCorrelator::take_ready(Clock::time_point now, bool all)
       const Event& a = audit[0]->event;
       merged.kernel = a.kernel;
       merged.audit = a.audit;
+      if (is_hard_expiry(merged) && merged.audit) {
+        // The kernel's timer deleted the SA; the audit record names whatever
+        // task happened to run then, which says nothing about who did it.
+        merged.audit = KernelAuditFields{a.audit->op, {}, {}, {}, a.audit->res, {}, {}, {}};
+        merged.message += "; the kernel deleted it";
+      }
       merged.correlation = "matched";
       out.push_back(std::move(merged));
     } else {

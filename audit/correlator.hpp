@@ -29,6 +29,9 @@ class ChangeCorrelator {
 
   // True for the kinds this correlator joins (SA/policy added/deleted).
   static bool joins(EventKind k);
+  // True for the events it takes: those kinds, and a hard SA expiry (which
+  // the kernel audits as SAD-delete).
+  static bool accepts(const Event& e);
 
   void add(Event e, Clock::time_point now);
   // Decided events, oldest first. `all` decides everything (shutdown).

@@ -503,6 +503,12 @@ def check_sa_lifecycle(C, recs):
                 and r["sa"].get("reqid") == 9 and r["sa"].get("lifetime", {}).get("hard", {}).get("add_seconds") == 2
                 for r in exp), "sa-expired names netns b and carries the SA (reqid, lifetime)",
             json.dumps(exp)[:400])
+    hard = [r for r in exp if r.get("expire") == "hard"]
+    C.check(len(hard) == 1 and hard[0].get("correlation") == "matched" and hard[0]["audit"]["op"] == "SAD-delete"
+            and "auid" not in hard[0]["audit"]
+            and not any(r.get("event") == "sa-deleted" and r.get("spi") == 0x1004 for r in recs),
+            "hard expiry joined with the kernel's SAD-delete (no bystander auid), no separate sa-deleted",
+            json.dumps(hard)[:400])
     added = [r for r in recs if r.get("event") == "sa-added" and r.get("spi") == 0x1004]
     C.check(len(added) == 1 and added[0].get("netns") == NS_B and added[0]["sa"]["algorithms"] == ALGS[4]
             and added[0].get("correlation") == "matched" and added[0]["audit"]["op"] == "SAD-add",

@@ -92,3 +92,26 @@ TEST(Correlator, ShutdownDecidesEverything) {
   EXPECT_EQ(c.take_ready(t0, true).size(), 1u);
   EXPECT_FALSE(c.next_deadline());
 }
+
+TEST(Correlator, HardExpiryJoinsSadDeleteWithoutTheBystanderActor) {
+  ChangeCorrelator c(200ms);
+  const auto t0 = Clock::time_point{} + 1s;
+  auto x = change(EventKind::sa_expired, Source::xfrm, "10.0.0.1", "10.0.0.2", 0x1004);
+  x.detail = {{"expire", "hard"}};
+  x.message = "hard lifetime expired";
+  auto soft = change(EventKind::sa_expired, Source::xfrm, "10.0.0.1", "10.0.0.2", 0x1004);
+  soft.detail = {{"expire", "soft"}};
+  EXPECT_FALSE(ChangeCorrelator::accepts(soft));
+  ASSERT_TRUE(ChangeCorrelator::accepts(x));
+  auto a = change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2", 0x1004);
+  a.audit->op = "SAD-delete";
+  c.add(x, t0);
+  c.add(a, t0 + 1ms);
+  auto out = c.take_ready(t0 + 1s);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].kind, EventKind::sa_expired);
+  EXPECT_EQ(*out[0].correlation, "matched");
+  EXPECT_EQ(out[0].audit->op, "SAD-delete");
+  EXPECT_FALSE(out[0].audit->auid) << "the task that happened to run is not the actor";
+  EXPECT_EQ(out[0].kernel->serial, 42u);
+}
