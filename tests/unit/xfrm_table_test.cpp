@@ -159,3 +159,45 @@ TEST(XfrmTable, SaJsonCarriesNoKeyMaterialFields) {
   EXPECT_EQ(j["encap"]["type"], "espinudp");
   EXPECT_EQ(j["src"], "fd00::1");
 }
+
+TEST(XfrmTable, MappingAndMigrateRecords) {
+  XfrmTable t("a");
+  t.load({esp_sa(0x3001, "10.0.0.1", "10.0.0.3")}, {});
+  XfrmMapping m;
+  m.id = XfrmSaId{*IpAddress::parse("10.0.0.3"), 0x3001, 50};
+  m.reqid = 4;
+  m.old_saddr = *IpAddress::parse("192.0.2.1");
+  m.new_saddr = *IpAddress::parse("192.0.2.9");
+  m.old_sport = 4500;
+  m.new_sport = 61000;
+  auto ev = t.apply(m, kNow);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, EventKind::nat_mapping_changed);
+  EXPECT_EQ(ev[0].detail["mapping"]["new_sport"], 61000);
+  EXPECT_EQ(ev[0].src->to_string(), "192.0.2.9");
+  ASSERT_TRUE(ev[0].sa_json) << "the SA the mapping belongs to";
+
+  XfrmMigrate mg;
+  mg.id.dir = 1;
+  mg.entries.push_back(XfrmMigrateEntry{*IpAddress::parse("10.0.0.2"), *IpAddress::parse("10.0.0.1"),
+                                        *IpAddress::parse("10.0.1.2"), *IpAddress::parse("10.0.1.1"), 50, 1, 4});
+  ev = t.apply(mg, kNow);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, EventKind::sa_migrated);
+  EXPECT_EQ(ev[0].detail["migrate"][0]["new_dst"], "10.0.1.2");
+  EXPECT_EQ(*ev[0].netns, "a");
+}
+
+TEST(XfrmTable, AcquireRecord) {
+  XfrmTable t("a");
+  XfrmAcquire q;
+  q.saddr = *IpAddress::parse("10.0.0.1");
+  q.daddr = *IpAddress::parse("10.0.0.2");
+  q.proto = 50;
+  q.policy = out_policy(1, 66);
+  auto ev = t.apply(q, kNow);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, EventKind::acquire);
+  EXPECT_EQ(ev[0].detail["policy"]["templates"][0]["reqid"], 66);
+  EXPECT_EQ(*ev[0].spi, 0u);
+}
