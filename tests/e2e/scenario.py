@@ -755,6 +755,10 @@ def run_esp(args, C, st):
     left = 3.5 - (time.monotonic() - st["expiry_added"])
     if left > 0:
         time.sleep(left)  # past the hard lifetime
+    if agent.p.poll() is None:  # a figure, not a check
+        with open("/proc/%d/status" % agent.p.pid) as f:
+            mem = {k: v.strip() for k, v in (l.split(":", 1) for l in f) if k in ("VmRSS", "VmHWM")}
+        C.note("agent memory at the end: %s" % mem)
     final = {ns: sh("ip", "-n", ns, "-s", "-s", "xfrm", "state") for ns in (NS_A, NS_B)}
     steps.append({"step": "final", "xfrm_stat": counters(), "ip_s_s_xfrm_state": final})
     agent.stop()
