@@ -206,10 +206,18 @@ void XfrmTracker::rescan_netns() {
   });
 }
 
+bool XfrmTracker::alive(const Watcher* w) const {
+  for (const auto& x : watchers_)
+    if (x.get() == w) return true;
+  return false;
+}
+
 void XfrmTracker::arm(Watcher& w) {
+  // A completion can already be queued when a rescan drops the watcher, so
+  // handlers look it up again rather than trust the pointer.
   w.desc->async_wait(boost::asio::posix::stream_descriptor::wait_read,
                      [this, wp = &w](const boost::system::error_code& ec) {
-                       if (ec) return;  // cancelled: watcher closed or stopping
+                       if (ec || stopping_ || !alive(wp)) return;
                        drain(*wp);
                      });
 }
@@ -255,7 +263,9 @@ void XfrmTracker::drain(Watcher& w) {
     resync(w);
   }
   if (more) {
-    boost::asio::post(io_, [this, wp = &w] { drain(*wp); });
+    boost::asio::post(io_, [this, wp = &w] {
+      if (!stopping_ && alive(wp)) drain(*wp);
+    });
   } else {
     arm(w);
   }
@@ -393,11 +403,10 @@ void XfrmTracker::classify_replays(const std::string& k) {
   replay_.erase(it);
   Watcher& w = *batch->watcher;
   // The watcher may be gone (netns deleted) since the batch was opened.
-  bool alive = false;
-  for (const auto& x : watchers_) alive = alive || x.get() == &w;
+  const bool watched = alive(&w);
 
   std::optional<XfrmSa> fresh;
-  if (alive) {
+  if (watched) {
     ++stats_.getsa_requests;
     const std::uint32_t seq = w.seq++;
     auto r = w.control->transact(build_xfrm_get_sa(seq, batch->key.daddr, batch->key.spi, batch->key.proto), seq,

@@ -81,6 +81,7 @@ class XfrmTracker {
   Result<std::unique_ptr<Watcher>> open_watcher(const std::string& netns);
   Result<Unit> dump(Watcher& w, std::vector<XfrmSa>& sas, std::vector<XfrmPolicy>& pols,
                     std::optional<XfrmPolicyDefault>& defaults);
+  bool alive(const Watcher* w) const;
   void arm(Watcher& w);
   void drain(Watcher& w);
   void resync(Watcher& w);
