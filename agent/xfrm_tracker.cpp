@@ -331,8 +331,10 @@ void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry
   // unknown direction. Among equals nothing is guessed.
   const std::string want = e.kind == EventKind::sequence_overflow ? "out" : "in";
   std::vector<std::pair<Watcher*, const SaEntry*>> same, unknown;
+  std::size_t all = 0;
   for (const auto& w : watchers_)
     for (const SaEntry* s : w->table.find(*e.dst, *e.spi)) {
+      ++all;
       if (s->direction == want) same.emplace_back(w.get(), s);
       else if (s->direction == "unknown") unknown.emplace_back(w.get(), s);
     }
@@ -340,6 +342,8 @@ void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry
   if (hits.size() == 1) {
     e.sa_json = hits[0].second->json;
     e.netns = hits[0].first->label;
+    // Say so when other SAs had this (dst, SPI) and the direction set them aside.
+    if (all > 1) e.detail["sa_match"] = "by-direction";
   } else if (hits.size() > 1) {
     nlohmann::json cands = nlohmann::json::array();
     for (const auto& [w, s] : hits)

@@ -665,6 +665,8 @@ def run_esp(args, C, st):
             r["_sa"] = {"spi": r["spi"], "netns": sa_ns, "direction": "in" if sa_ns == NS_B else "out",
                         "direction_source": "policy", "reqid": F["oreqid"] if sa_ns == NS_A else F["reqid"],
                         "algorithms": ALGS[f]} if sa_ns else None
+            if sa_ns and watch_all:  # a holds the same (dst, SPI) the other way round
+                r["sa_match"] = "by-direction"
         return r
 
     for f in (4, 6):
