@@ -274,14 +274,21 @@ Buf esp_esn_sa_v6() {
   return b.done();
 }
 
-// DELSA as the kernel builds it: the id, XFRMA_SA, then the SA's other attributes.
-Buf esp_delsa_v6() {
+// The xfrm_usersa_id naming the v6 SA.
+xfrm_usersa_id sa_id_v6() {
   const auto p = sa_info_v6();
   xfrm_usersa_id id{};
   id.daddr = p.id.daddr;
   id.spi = p.id.spi;
   id.family = AF_INET6;
   id.proto = IPPROTO_ESP;
+  return id;
+}
+
+// DELSA as the kernel builds it: the id, XFRMA_SA, then the SA's other attributes.
+Buf esp_delsa_v6() {
+  const auto p = sa_info_v6();
+  const auto id = sa_id_v6();
   MsgBuilder b(XFRM_MSG_DELSA, &id, sizeof id);
   b.attr(XFRMA_SA, &p, sizeof p);
   add_v6_sa_attrs(b);
@@ -807,12 +814,7 @@ TEST(XfrmSynthetic, DelSaWithFinalSa) {
   EXPECT_EQ(*d.sa->enc, "cbc(aes)");
 
   // Without XFRMA_SA: just the id.
-  const auto p = sa_info_v6();
-  xfrm_usersa_id id{};
-  id.daddr = p.id.daddr;
-  id.spi = p.id.spi;
-  id.family = AF_INET6;
-  id.proto = IPPROTO_ESP;
+  const auto id = sa_id_v6();
   auto bare = parse_one(MsgBuilder(XFRM_MSG_DELSA, &id, sizeof id).done());
   ASSERT_TRUE(bare);
   EXPECT_FALSE(as<XfrmDelSa>(*bare).sa);
