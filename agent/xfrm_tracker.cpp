@@ -238,8 +238,15 @@ void XfrmTracker::drain(Watcher& w) {
       continue;
     }
     if (r.status == NetlinkSocket::RecvStatus::error) {
-      log(LogLevel::error, "XFRM socket of netns " + w.label + " failed: " + strerror(r.err));
-      return;  // not re-armed: this netns is no longer watched
+      const std::string why = "XFRM socket of netns " + w.label + " failed: " + strerror(r.err);
+      // The agent's own namespace is a source it cannot do without; a named
+      // one is dropped (the rescan, with --netns all, may pick it up again).
+      if (w.name.empty()) {
+        fatal_(why);
+      } else {
+        log(LogLevel::error, why + "; no longer watched");
+      }
+      return;  // not re-armed
     }
     auto walk = for_each_netlink_message(Bytes(w.buf.data(), r.size), [&](const NetlinkMessage& m) {
       ++stats_.messages;
