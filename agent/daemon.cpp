@@ -35,8 +35,9 @@ nlohmann::json Daemon::kernel_audit_detail() const {
   nlohmann::json j = nlohmann::json::object();
   if (audit_ && audit_->status()) {
     const auto& s = *audit_->status();
-    j = {{"enabled", s.enabled}, {"lost", s.lost}, {"backlog", s.backlog}, {"backlog_limit", s.backlog_limit},
-         {"daemon_pid", s.pid}, {"receive_buffer", audit_->receive_buffer()}};
+    j = {{"enabled", s.enabled}, {"lost", s.lost},
+         {"backlog", s.backlog}, {"backlog_limit", s.backlog_limit},
+         {"daemon_pid", s.pid},  {"receive_buffer", audit_->receive_buffer()}};
   }
   return j;
 }
@@ -69,13 +70,18 @@ void Daemon::on_signal(int signo) {
   nlohmann::json d = {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}};
   if (audit_) {
     const auto& st = audit_->stats();
-    d["kernel_audit_stats"] = {{"ipsec_records", st.ipsec_records}, {"parse_errors", st.parse_errors},
-                               {"overruns", st.overruns}, {"kernel_lost", st.kernel_lost}};
+    d["kernel_audit_stats"] = {{"ipsec_records", st.ipsec_records},
+                               {"parse_errors", st.parse_errors},
+                               {"overruns", st.overruns},
+                               {"kernel_lost", st.kernel_lost}};
   }
   if (xfrm_) {
     const auto& xs = xfrm_->stats();
-    d["xfrm_stats"] = {{"messages", xs.messages}, {"parse_errors", xs.parse_errors}, {"overruns", xs.overruns},
-                       {"resyncs", xs.resyncs}, {"getsa_requests", xs.getsa_requests}};
+    d["xfrm_stats"] = {{"messages", xs.messages},
+                       {"parse_errors", xs.parse_errors},
+                       {"overruns", xs.overruns},
+                       {"resyncs", xs.resyncs},
+                       {"getsa_requests", xs.getsa_requests}};
   }
   agent_event(EventKind::service_stopped, "IPsec audit stopped", std::move(d));
   io_.stop();
@@ -112,7 +118,8 @@ int Daemon::run() {
   acfg.status_interval = std::chrono::seconds(opts_.audit_status_interval_s);
   acfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
   audit_ = std::make_unique<KernelAuditSource>(
-      io_, acfg, [this](const Event& e) { xfrm_->on_audit_event(e); }, [this](const std::string& why) { critical(why); });
+      io_, acfg, [this](const Event& e) { xfrm_->on_audit_event(e); },
+      [this](const std::string& why) { critical(why); });
   if (auto r = audit_->start(); !r) {
     log(LogLevel::error, r.error().message);
     agent_event(EventKind::critical_failure, "critical failure at start: " + r.error().message);
@@ -129,8 +136,11 @@ int Daemon::run() {
                       : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be recorded",
               {{"version", IPSEC_AUDIT_VERSION},
                {"kernel_audit", kernel_audit_detail()},
-               {"xfrm", {{"netns_watched", xfrm_->watched()}, {"sas", xfrm_->sa_count()},
-                         {"policies", xfrm_->policy_count()}, {"aevents", opts_.xfrm_aevents}}}});
+               {"xfrm",
+                {{"netns_watched", xfrm_->watched()},
+                 {"sas", xfrm_->sa_count()},
+                 {"policies", xfrm_->policy_count()},
+                 {"aevents", opts_.xfrm_aevents}}}});
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
   io_.run();

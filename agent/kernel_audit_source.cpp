@@ -36,8 +36,9 @@ Result<Unit> KernelAuditSource::start() {
   control_.emplace(std::move(*control));
 
   auto st = query_status();
-  if (!st) return make_error(Errc::io, "cannot read kernel audit status (AUDIT_GET): " + st.error().message,
-                             st.error().sys_errno);
+  if (!st)
+    return make_error(Errc::io, "cannot read kernel audit status (AUDIT_GET): " + st.error().message,
+                      st.error().sys_errno);
   status_ = *st;
   if (status_->enabled == 0 && cfg_.enable_kernel_audit) {
     if (auto r = set_enabled(true); !r)
@@ -92,9 +93,12 @@ Result<AuditStatus> KernelAuditSource::query_status() {
   const std::uint32_t seq = seq_++;
   const auto req = build_audit_get(seq);
   std::optional<Result<AuditStatus>> got;
-  auto r = control_->transact(req, seq, [&](const NetlinkMessage& m) {
-    if (m.type == kAuditGet) got = parse_audit_status(m.payload);
-  }, /*expect_reply=*/true);
+  auto r = control_->transact(
+      req, seq,
+      [&](const NetlinkMessage& m) {
+        if (m.type == kAuditGet) got = parse_audit_status(m.payload);
+      },
+      /*expect_reply=*/true);
   if (!r) return r.error();
   if (!got) return make_error(Errc::truncated, "no AUDIT_GET reply");
   return *got;
@@ -103,7 +107,8 @@ Result<AuditStatus> KernelAuditSource::query_status() {
 Result<Unit> KernelAuditSource::set_enabled(bool on) {
   const std::uint32_t seq = seq_++;
   const auto req = build_audit_set_enabled(seq, on);
-  return control_->transact(req, seq, [](const NetlinkMessage&) {}, /*expect_reply=*/false);
+  return control_->transact(
+      req, seq, [](const NetlinkMessage&) {}, /*expect_reply=*/false);
 }
 
 void KernelAuditSource::arm_read() {

@@ -25,11 +25,11 @@ namespace ipsec {
 struct KernelAuditStats {
   std::uint64_t datagrams{0};
   std::uint64_t ipsec_records{0};
-  std::uint64_t other_records{0};   // other audit types (SYSCALL, ...): not ours
-  std::uint64_t parse_errors{0};    // malformed 1415 text or framing: counted and dropped
-  std::uint64_t rejected{0};        // truncated or not from the kernel
-  std::uint64_t overruns{0};        // ENOBUFS seen
-  std::uint64_t kernel_lost{0};     // rise of the kernel's lost counter since start
+  std::uint64_t other_records{0};  // other audit types (SYSCALL, ...): not ours
+  std::uint64_t parse_errors{0};   // malformed 1415 text or framing: counted and dropped
+  std::uint64_t rejected{0};       // truncated or not from the kernel
+  std::uint64_t overruns{0};       // ENOBUFS seen
+  std::uint64_t kernel_lost{0};    // rise of the kernel's lost counter since start
 };
 
 class KernelAuditSource {

@@ -28,13 +28,13 @@ std::string key_text(const std::string& netns, const SaKey& k) {
 
 bool is_packet_event(EventKind k) {
   return k == EventKind::integrity_check_failed || k == EventKind::replay_check_failed ||
-         k == EventKind::replay_sequence_too_low || k == EventKind::incorrect_spi ||
-         k == EventKind::sequence_overflow;
+         k == EventKind::replay_sequence_too_low || k == EventKind::incorrect_spi || k == EventKind::sequence_overflow;
 }
 }  // namespace
 
 std::string own_netns_label() {
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   if (::stat("/proc/self/ns/net", &a) == 0 && ::stat("/proc/1/ns/net", &b) == 0 && a.st_ino == b.st_ino &&
       a.st_dev == b.st_dev)
     return "init";
@@ -112,15 +112,17 @@ Result<Unit> XfrmTracker::dump(Watcher& w, std::vector<XfrmSa>& sas, std::vector
 
 Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const std::string& name) {
   auto w = std::make_unique<Watcher>(name, name.empty() ? own_netns_label() : name);
-  auto open = [&]() { return name.empty() ? NetlinkSocket::open(NETLINK_XFRM) : open_netlink_socket_in_netns(name, NETLINK_XFRM); };
+  auto open = [&]() {
+    return name.empty() ? NetlinkSocket::open(NETLINK_XFRM) : open_netlink_socket_in_netns(name, NETLINK_XFRM);
+  };
   auto mc = open();
   if (!mc) return mc.error();
   w->mcast.emplace(std::move(*mc));
   auto ctl = open();
   if (!ctl) return ctl.error();
   w->control.emplace(std::move(*ctl));
-  std::vector<unsigned> groups{kXfrmGroupAcquire, kXfrmGroupExpire, kXfrmGroupSa, kXfrmGroupPolicy,
-                               kXfrmGroupMigrate, kXfrmGroupMapping};
+  std::vector<unsigned> groups{kXfrmGroupAcquire, kXfrmGroupExpire,  kXfrmGroupSa,
+                               kXfrmGroupPolicy,  kXfrmGroupMigrate, kXfrmGroupMapping};
   if (cfg_.aevents) groups.push_back(kXfrmGroupAevents);
   // Join before the dump, so that no change falls between the two.
   for (unsigned g : groups)
@@ -130,7 +132,8 @@ Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const st
   std::vector<XfrmPolicy> pols;
   std::optional<XfrmPolicyDefault> defaults;
   if (auto d = dump(*w, sas, pols, defaults); !d)
-    return make_error(Errc::io, "XFRM dump in netns " + w->label + " failed: " + d.error().message, d.error().sys_errno);
+    return make_error(Errc::io, "XFRM dump in netns " + w->label + " failed: " + d.error().message,
+                      d.error().sys_errno);
   w->table.load(std::move(sas), std::move(pols));
   if (defaults) w->table.set_defaults(*defaults);
   const int fd = ::dup(w->mcast->fd());
@@ -342,8 +345,10 @@ void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry
   for (const auto& w : watchers_)
     for (const SaEntry* s : w->table.find(*e.dst, *e.spi)) {
       ++all;
-      if (s->direction == want) same.emplace_back(w.get(), s);
-      else if (s->direction == "unknown") unknown.emplace_back(w.get(), s);
+      if (s->direction == want)
+        same.emplace_back(w.get(), s);
+      else if (s->direction == "unknown")
+        unknown.emplace_back(w.get(), s);
     }
   hits = same.empty() ? std::move(unknown) : std::move(same);
   if (hits.size() == 1) {
@@ -354,8 +359,11 @@ void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry
   } else if (hits.size() > 1) {
     nlohmann::json cands = nlohmann::json::array();
     for (const auto& [w, s] : hits)
-      cands.push_back({{"netns", w->label}, {"proto", proto_name(s->sa.proto)}, {"spi", s->sa.spi},
-                       {"src", s->sa.saddr.to_string()}, {"dst", s->sa.daddr.to_string()},
+      cands.push_back({{"netns", w->label},
+                       {"proto", proto_name(s->sa.proto)},
+                       {"spi", s->sa.spi},
+                       {"src", s->sa.saddr.to_string()},
+                       {"dst", s->sa.daddr.to_string()},
                        {"direction", s->direction}});
     e.detail["sa_match"] = "ambiguous";
     e.detail["sa_candidates"] = std::move(cands);
@@ -382,8 +390,8 @@ void XfrmTracker::on_audit_event(Event e) {
   if (hits.size() != 1 || stopping_) {
     e.detail["replay_basis"] = "unknown";
     e.detail["replay_reason"] = hits.empty() ? "no watched SA has this destination and SPI"
-                                : stopping_ ? "the agent is stopping"
-                                            : "more than one watched SA has this destination and SPI";
+                                : stopping_  ? "the agent is stopping"
+                                             : "more than one watched SA has this destination and SPI";
     sink_(e);
     return;
   }
@@ -420,13 +428,14 @@ void XfrmTracker::classify_replays(const std::string& k) {
   if (watched) {
     ++stats_.getsa_requests;
     const std::uint32_t seq = w.seq++;
-    auto r = w.control->transact(build_xfrm_get_sa(seq, batch->key.daddr, batch->key.spi, batch->key.proto), seq,
-                                 [&](const NetlinkMessage& m) {
-                                   auto p = parse_xfrm_message(m);
-                                   if (p)
-                                     if (auto* n = std::get_if<XfrmNewSa>(&*p)) fresh = n->sa;
-                                 },
-                                 true);
+    auto r = w.control->transact(
+        build_xfrm_get_sa(seq, batch->key.daddr, batch->key.spi, batch->key.proto), seq,
+        [&](const NetlinkMessage& m) {
+          auto p = parse_xfrm_message(m);
+          if (p)
+            if (auto* n = std::get_if<XfrmNewSa>(&*p)) fresh = n->sa;
+        },
+        true);
     (void)r;
   }
   const std::uint64_t n = batch->events.size();
@@ -453,12 +462,13 @@ void XfrmTracker::classify_replays(const std::string& k) {
       e.detail["replay_basis"] = "counter";
     } else {
       e.detail["replay_basis"] = "inferred";
-      e.detail["replay_inference"] = {{"method", "sequence number against the current replay window"},
-                                      {"window_top", top},
-                                      {"window", window},
-                                      {"records", n},
-                                      {"counter_delta", {{"replay", after.replay - before.replay},
-                                                         {"replay_window", after.replay_window - before.replay_window}}}};
+      e.detail["replay_inference"] = {
+          {"method", "sequence number against the current replay window"},
+          {"window_top", top},
+          {"window", window},
+          {"records", n},
+          {"counter_delta",
+           {{"replay", after.replay - before.replay}, {"replay_window", after.replay_window - before.replay_window}}}};
     }
     if (too_low) {
       e.kind = EventKind::replay_sequence_too_low;

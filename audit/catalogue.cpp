@@ -46,9 +46,7 @@ static_assert(table_in_enum_order(), "kTable must list the kinds in enum order")
 
 }  // namespace
 
-const CatalogueEntry& catalogue(EventKind k) {
-  return kTable[static_cast<std::size_t>(k)];
-}
+const CatalogueEntry& catalogue(EventKind k) { return kTable[static_cast<std::size_t>(k)]; }
 
 std::optional<EventKind> event_kind_from_name(std::string_view name) {
   for (const auto& e : kTable)
@@ -58,11 +56,16 @@ std::optional<EventKind> event_kind_from_name(std::string_view name) {
 
 std::string_view source_name(Source s) {
   switch (s) {
-    case Source::kernel_audit: return "kernel-audit";
-    case Source::xfrm: return "xfrm";
-    case Source::nflog: return "nflog";
-    case Source::counters: return "counters";
-    case Source::agent: return "agent";
+    case Source::kernel_audit:
+      return "kernel-audit";
+    case Source::xfrm:
+      return "xfrm";
+    case Source::nflog:
+      return "nflog";
+    case Source::counters:
+      return "counters";
+    case Source::agent:
+      return "agent";
   }
   return "agent";
 }

@@ -27,10 +27,17 @@ std::size_t utf8_len(std::string_view s, std::size_t i) {
   const auto c = static_cast<unsigned char>(s[i]);
   std::size_t n = 0;
   std::uint32_t cp = 0;
-  if (c >= 0xC2 && c <= 0xDF) { n = 2; cp = c & 0x1F; }
-  else if (c >= 0xE0 && c <= 0xEF) { n = 3; cp = c & 0x0F; }
-  else if (c >= 0xF0 && c <= 0xF4) { n = 4; cp = c & 0x07; }
-  else return 0;
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+    cp = c & 0x1F;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    cp = c & 0x0F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    cp = c & 0x07;
+  } else
+    return 0;
   if (i + n > s.size()) return 0;
   for (std::size_t k = 1; k < n; ++k) {
     const auto cc = static_cast<unsigned char>(s[i + k]);
@@ -52,14 +59,18 @@ void key(std::string& out, std::string_view k) {
 template <typename T>
 void opt_uint(std::string& out, std::string_view k, const std::optional<T>& v) {
   key(out, k);
-  if (v) append_uint(out, *v);
-  else out += "null";
+  if (v)
+    append_uint(out, *v);
+  else
+    out += "null";
 }
 
 void opt_addr(std::string& out, std::string_view k, const std::optional<IpAddress>& a) {
   key(out, k);
-  if (a) append_json_string(out, a->to_string());
-  else out += "null";
+  if (a)
+    append_json_string(out, a->to_string());
+  else
+    out += "null";
 }
 
 }  // namespace
@@ -71,11 +82,21 @@ void append_json_string(std::string& out, std::string_view s) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
       switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
+        case '"':
+          out += "\\\"";
+          break;
+        case '\\':
+          out += "\\\\";
+          break;
+        case '\n':
+          out += "\\n";
+          break;
+        case '\r':
+          out += "\\r";
+          break;
+        case '\t':
+          out += "\\t";
+          break;
         default:
           if (c < 0x20 || c == 0x7F) {
             out += "\\u00";
@@ -139,27 +160,35 @@ void JsonWriter::write(const Event& e, std::string& out) const {
     out += "null";
   }
   key(out, "audit_serial");
-  if (e.kernel) append_uint(out, e.kernel->serial);
-  else out += "null";
+  if (e.kernel)
+    append_uint(out, e.kernel->serial);
+  else
+    out += "null";
   key(out, "event");
   append_json_string(out, cat.name);
   key(out, "event_id");
-  if (cat.windows_id) append_int(out, *cat.windows_id);
-  else out += "null";
+  if (cat.windows_id)
+    append_int(out, *cat.windows_id);
+  else
+    out += "null";
   key(out, "audit_class");
   append_json_string(out, audit_class_name(cat.audit_class));
   key(out, "family");
   const auto fam = e.src ? std::optional(e.src->family) : e.dst ? std::optional(e.dst->family) : std::nullopt;
-  if (fam) append_json_string(out, family_name(*fam));
-  else out += "null";
+  if (fam)
+    append_json_string(out, family_name(*fam));
+  else
+    out += "null";
   opt_uint(out, "spi", e.spi);
   opt_addr(out, "src", e.src);
   opt_addr(out, "dst", e.dst);
   opt_uint(out, "seq", e.seq);
   opt_uint(out, "flow_label", e.flow_label);
   key(out, "sa");
-  if (e.sa_json) out += *e.sa_json;
-  else out += "null";
+  if (e.sa_json)
+    out += *e.sa_json;
+  else
+    out += "null";
   key(out, "source");
   append_json_string(out, source_name(e.source));
   key(out, "count");
@@ -185,12 +214,30 @@ void JsonWriter::write(const Event& e, std::string& out) const {
     key(out, "audit");
     out += "{\"op\":";
     append_json_string(out, a.op);
-    if (a.auid) { key(out, "auid"); append_uint(out, *a.auid); }
-    if (a.ses) { key(out, "ses"); append_uint(out, *a.ses); }
-    if (a.subj) { key(out, "subj"); append_json_string(out, *a.subj); }
-    if (a.res) { key(out, "res"); append_int(out, *a.res); }
-    if (a.src_prefixlen) { key(out, "src_prefixlen"); append_uint(out, *a.src_prefixlen); }
-    if (a.dst_prefixlen) { key(out, "dst_prefixlen"); append_uint(out, *a.dst_prefixlen); }
+    if (a.auid) {
+      key(out, "auid");
+      append_uint(out, *a.auid);
+    }
+    if (a.ses) {
+      key(out, "ses");
+      append_uint(out, *a.ses);
+    }
+    if (a.subj) {
+      key(out, "subj");
+      append_json_string(out, *a.subj);
+    }
+    if (a.res) {
+      key(out, "res");
+      append_int(out, *a.res);
+    }
+    if (a.src_prefixlen) {
+      key(out, "src_prefixlen");
+      append_uint(out, *a.src_prefixlen);
+    }
+    if (a.dst_prefixlen) {
+      key(out, "dst_prefixlen");
+      append_uint(out, *a.dst_prefixlen);
+    }
     if (!a.other.empty()) {
       key(out, "fields");
       out += '{';

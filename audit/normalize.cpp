@@ -52,8 +52,8 @@ Event event_from_ipsec_audit(const IpsecAuditRecord& rec, std::chrono::system_cl
   e.spi = rec.spi;
   e.seq = rec.seqno;
   e.flow_label = rec.flowlbl;
-  e.audit = KernelAuditFields{rec.op, rec.auid, rec.ses, rec.subj, rec.res, rec.src_prefixlen, rec.dst_prefixlen,
-                              rec.other};
+  e.audit =
+      KernelAuditFields{rec.op, rec.auid, rec.ses, rec.subj, rec.res, rec.src_prefixlen, rec.dst_prefixlen, rec.other};
 
   const OpMap* hit = nullptr;
   for (const auto& m : kOps)

@@ -100,8 +100,10 @@ Result<OutputSpec> parse_output_spec(std::string_view spec) {
 
 Result<std::unique_ptr<Sink>> open_sink(const OutputSpec& spec) {
   switch (spec.kind) {
-    case OutputSpec::Kind::stdout_: return std::unique_ptr<Sink>(new FdSink(STDOUT_FILENO, "stdout"));
-    case OutputSpec::Kind::null: return std::unique_ptr<Sink>(new NullSink());
+    case OutputSpec::Kind::stdout_:
+      return std::unique_ptr<Sink>(new FdSink(STDOUT_FILENO, "stdout"));
+    case OutputSpec::Kind::null:
+      return std::unique_ptr<Sink>(new NullSink());
     case OutputSpec::Kind::jsonl: {
       auto f = FileSink::open(spec.path);
       if (!f) return f.error();

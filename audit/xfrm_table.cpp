@@ -19,10 +19,16 @@ constexpr std::uint64_t kInf = std::numeric_limits<std::uint64_t>::max();  // XF
 json limit(std::uint64_t v) { return v == kInf ? json(nullptr) : json(v); }
 
 json lifetime_json(const XfrmLifetimeCfg& l) {
-  return {{"soft", {{"bytes", limit(l.soft_byte_limit)}, {"packets", limit(l.soft_packet_limit)},
-                    {"add_seconds", l.soft_add_expires_seconds}, {"use_seconds", l.soft_use_expires_seconds}}},
-          {"hard", {{"bytes", limit(l.hard_byte_limit)}, {"packets", limit(l.hard_packet_limit)},
-                    {"add_seconds", l.hard_add_expires_seconds}, {"use_seconds", l.hard_use_expires_seconds}}}};
+  return {{"soft",
+           {{"bytes", limit(l.soft_byte_limit)},
+            {"packets", limit(l.soft_packet_limit)},
+            {"add_seconds", l.soft_add_expires_seconds},
+            {"use_seconds", l.soft_use_expires_seconds}}},
+          {"hard",
+           {{"bytes", limit(l.hard_byte_limit)},
+            {"packets", limit(l.hard_packet_limit)},
+            {"add_seconds", l.hard_add_expires_seconds},
+            {"use_seconds", l.hard_use_expires_seconds}}}};
 }
 
 json current_json(const XfrmLifetimeCur& c) {
@@ -46,32 +52,48 @@ SaKey sa_key(const XfrmSa& sa) { return SaKey{sa.daddr, sa.spi, sa.proto}; }
 
 std::string proto_name(std::uint8_t p) {
   switch (p) {
-    case IPPROTO_ESP: return "esp";
-    case IPPROTO_AH: return "ah";
-    case IPPROTO_COMP: return "comp";
-    case IPPROTO_ROUTING: return "route2";
-    case IPPROTO_DSTOPTS: return "hao";
-    default: return std::to_string(p);
+    case IPPROTO_ESP:
+      return "esp";
+    case IPPROTO_AH:
+      return "ah";
+    case IPPROTO_COMP:
+      return "comp";
+    case IPPROTO_ROUTING:
+      return "route2";
+    case IPPROTO_DSTOPTS:
+      return "hao";
+    default:
+      return std::to_string(p);
   }
 }
 
 std::string mode_name(std::uint8_t m) {
   switch (m) {
-    case 0: return "transport";
-    case 1: return "tunnel";
-    case 2: return "ro";
-    case 3: return "in_trigger";
-    case 4: return "beet";
-    default: return std::to_string(m);
+    case 0:
+      return "transport";
+    case 1:
+      return "tunnel";
+    case 2:
+      return "ro";
+    case 3:
+      return "in_trigger";
+    case 4:
+      return "beet";
+    default:
+      return std::to_string(m);
   }
 }
 
-std::string policy_dir_name(std::uint8_t d) { return d == 0 ? "in" : d == 1 ? "out" : d == 2 ? "fwd" : std::to_string(d); }
+std::string policy_dir_name(std::uint8_t d) {
+  return d == 0 ? "in" : d == 1 ? "out" : d == 2 ? "fwd" : std::to_string(d);
+}
 
 json selector_json(const XfrmSelector& s) {
   json j = {{"src", s.saddr ? json(s.saddr->to_string()) : json(nullptr)},
             {"dst", s.daddr ? json(s.daddr->to_string()) : json(nullptr)},
-            {"src_prefixlen", s.prefixlen_s}, {"dst_prefixlen", s.prefixlen_d}, {"proto", s.proto}};
+            {"src_prefixlen", s.prefixlen_s},
+            {"dst_prefixlen", s.prefixlen_d},
+            {"proto", s.proto}};
   if (s.sport_mask) j["sport"] = s.sport;
   if (s.dport_mask) j["dport"] = s.dport;
   if (s.ifindex) j["ifindex"] = s.ifindex;
@@ -81,16 +103,20 @@ json selector_json(const XfrmSelector& s) {
 json policy_json(const XfrmPolicy& p) {
   json tmpls = json::array();
   for (const auto& t : p.templates) {
-    json tj = {{"proto", proto_name(t.proto)}, {"mode", mode_name(t.mode)}, {"reqid", t.reqid},
-               {"optional", t.optional != 0}};
+    json tj = {
+        {"proto", proto_name(t.proto)}, {"mode", mode_name(t.mode)}, {"reqid", t.reqid}, {"optional", t.optional != 0}};
     if (!t.saddr.is_unspecified()) tj["src"] = t.saddr.to_string();
     if (!t.daddr.is_unspecified()) tj["dst"] = t.daddr.to_string();
     if (t.spi) tj["spi"] = t.spi;
     tmpls.push_back(std::move(tj));
   }
-  json j = {{"dir", policy_dir_name(p.dir)}, {"action", p.action == 0 ? "allow" : "block"},
-            {"priority", p.priority}, {"index", p.index}, {"ptype", p.ptype == 0 ? "main" : "sub"},
-            {"selector", selector_json(p.selector)}, {"templates", std::move(tmpls)},
+  json j = {{"dir", policy_dir_name(p.dir)},
+            {"action", p.action == 0 ? "allow" : "block"},
+            {"priority", p.priority},
+            {"index", p.index},
+            {"ptype", p.ptype == 0 ? "main" : "sub"},
+            {"selector", selector_json(p.selector)},
+            {"templates", std::move(tmpls)},
             {"lifetime", lifetime_json(p.lifetime)}};
   if (p.mark) j["mark"] = {{"value", p.mark->value}, {"mask", p.mark->mask}};
   if (p.if_id) j["if_id"] = *p.if_id;
@@ -124,9 +150,11 @@ json sa_json(const XfrmSa& sa, const std::string& netns, const std::string& dire
             {"direction", direction},
             {"direction_source", direction_source}};
   if (sa.encap)
-    j["encap"] = {{"type", sa.encap->type == 2 ? "espinudp" : sa.encap->type == 1 ? "espinudp-nonike"
-                                                                                   : std::to_string(sa.encap->type)},
-                  {"sport", sa.encap->sport}, {"dport", sa.encap->dport}};
+    j["encap"] = {{"type", sa.encap->type == 2   ? "espinudp"
+                           : sa.encap->type == 1 ? "espinudp-nonike"
+                                                 : std::to_string(sa.encap->type)},
+                  {"sport", sa.encap->sport},
+                  {"dport", sa.encap->dport}};
   if (sa.mark) j["mark"] = {{"value", sa.mark->value}, {"mask", sa.mark->mask}};
   if (sa.if_id) j["if_id"] = *sa.if_id;
   if (sa.spi == 0) j["larval"] = true;
@@ -195,8 +223,7 @@ Event XfrmTable::policy_event(EventKind k, const XfrmPolicy& p, TimePoint now) c
 namespace {
 std::string ns_text(const std::string& ns) { return ns.empty() ? "" : " in netns " + ns; }
 std::string sa_text(const XfrmSa& sa) {
-  return proto_name(sa.proto) + " SA " + spi_hex(sa.spi) + " " + sa.saddr.to_string() + " -> " +
-         sa.daddr.to_string();
+  return proto_name(sa.proto) + " SA " + spi_hex(sa.spi) + " " + sa.saddr.to_string() + " -> " + sa.daddr.to_string();
 }
 std::string pol_text(const XfrmPolicy& p) {
   auto a = [](const std::optional<IpAddress>& x, std::uint8_t len) {
@@ -231,9 +258,11 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     Event e = sa_event(EventKind::sa_deleted, entry, now);
     if (!d->sa && !entry.json) e.src.reset();
     e.message = "deleted " + sa_text(entry.sa) + ns_text(netns_);
-    if (d->sa) e.detail = {{"final_stats", {{"replay_window", d->sa->stats.replay_window},
-                                            {"replay", d->sa->stats.replay},
-                                            {"integrity_failed", d->sa->stats.integrity_failed}}}};
+    if (d->sa)
+      e.detail = {{"final_stats",
+                   {{"replay_window", d->sa->stats.replay_window},
+                    {"replay", d->sa->stats.replay},
+                    {"integrity_failed", d->sa->stats.integrity_failed}}}};
     out.push_back(std::move(e));
   } else if (const auto* x = std::get_if<XfrmExpire>(&m)) {
     const SaEntry entry = make_entry(x->sa);
@@ -274,8 +303,8 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     out.push_back(std::move(e));
   } else if (const auto* pe = std::get_if<XfrmPolicyExpire>(&m)) {
     Event e = policy_event(EventKind::policy_expired, pe->policy, now);
-    e.message = std::string(pe->hard ? "hard" : "soft") + " lifetime expired on " + pol_text(pe->policy) +
-                ns_text(netns_);
+    e.message =
+        std::string(pe->hard ? "hard" : "soft") + " lifetime expired on " + pol_text(pe->policy) + ns_text(netns_);
     e.detail["expire"] = pe->hard ? "hard" : "soft";
     if (pe->hard) {
       policies_.erase(pe->policy.index);
@@ -287,10 +316,9 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     e.src = a->saddr;
     e.dst = a->daddr;
     e.spi = a->spi;
-    e.message = "outbound traffic " + a->saddr.to_string() + " -> " + a->daddr.to_string() +
-                " needs an " + proto_name(a->proto) + " SA that does not exist (ACQUIRE)" + ns_text(netns_);
-    e.detail = {{"policy", policy_json(a->policy)}, {"selector", selector_json(a->selector)},
-                {"acquire_seq", a->seq}};
+    e.message = "outbound traffic " + a->saddr.to_string() + " -> " + a->daddr.to_string() + " needs an " +
+                proto_name(a->proto) + " SA that does not exist (ACQUIRE)" + ns_text(netns_);
+    e.detail = {{"policy", policy_json(a->policy)}, {"selector", selector_json(a->selector)}, {"acquire_seq", a->seq}};
     out.push_back(std::move(e));
   } else if (const auto* mp = std::get_if<XfrmMapping>(&m)) {
     Event e = base(EventKind::nat_mapping_changed, now);
@@ -301,21 +329,28 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     e.message = "NAT-T mapping of SPI " + spi_hex(mp->id.spi) + " changed from " + mp->old_saddr.to_string() + ":" +
                 std::to_string(mp->old_sport) + " to " + mp->new_saddr.to_string() + ":" +
                 std::to_string(mp->new_sport) + ns_text(netns_);
-    e.detail = {{"mapping", {{"old_src", mp->old_saddr.to_string()}, {"old_sport", mp->old_sport},
-                             {"new_src", mp->new_saddr.to_string()}, {"new_sport", mp->new_sport},
-                             {"reqid", mp->reqid}}}};
+    e.detail = {{"mapping",
+                 {{"old_src", mp->old_saddr.to_string()},
+                  {"old_sport", mp->old_sport},
+                  {"new_src", mp->new_saddr.to_string()},
+                  {"new_sport", mp->new_sport},
+                  {"reqid", mp->reqid}}}};
     out.push_back(std::move(e));
   } else if (const auto* mg = std::get_if<XfrmMigrate>(&m)) {
     json entries = json::array();
     for (const auto& en : mg->entries)
-      entries.push_back({{"old_src", en.old_saddr.to_string()}, {"old_dst", en.old_daddr.to_string()},
-                         {"new_src", en.new_saddr.to_string()}, {"new_dst", en.new_daddr.to_string()},
-                         {"proto", proto_name(en.proto)}, {"mode", mode_name(en.mode)}, {"reqid", en.reqid}});
+      entries.push_back({{"old_src", en.old_saddr.to_string()},
+                         {"old_dst", en.old_daddr.to_string()},
+                         {"new_src", en.new_saddr.to_string()},
+                         {"new_dst", en.new_daddr.to_string()},
+                         {"proto", proto_name(en.proto)},
+                         {"mode", mode_name(en.mode)},
+                         {"reqid", en.reqid}});
     Event e = base(EventKind::sa_migrated, now);
     e.src = mg->id.selector.saddr;
     e.dst = mg->id.selector.daddr;
-    e.message = "SAs migrated (" + std::to_string(mg->entries.size()) + " entries) for " +
-                policy_dir_name(mg->id.dir) + " policy" + ns_text(netns_);
+    e.message = "SAs migrated (" + std::to_string(mg->entries.size()) + " entries) for " + policy_dir_name(mg->id.dir) +
+                " policy" + ns_text(netns_);
     e.detail = {{"migrate", std::move(entries)}};
     out.push_back(std::move(e));
   } else if (const auto* f = std::get_if<XfrmFlushSa>(&m)) {
@@ -344,8 +379,10 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     }
     rebuild_directions();
   } else if (const auto* df = std::get_if<XfrmPolicyDefault>(&m)) {
-    const bool changed = !defaults_ || defaults_->in != df->in || defaults_->fwd != df->fwd || defaults_->out != df->out;
-    json before = defaults_ ? json{{"in", default_name(defaults_->in)}, {"fwd", default_name(defaults_->fwd)},
+    const bool changed =
+        !defaults_ || defaults_->in != df->in || defaults_->fwd != df->fwd || defaults_->out != df->out;
+    json before = defaults_ ? json{{"in", default_name(defaults_->in)},
+                                   {"fwd", default_name(defaults_->fwd)},
                                    {"out", default_name(defaults_->out)}}
                             : json(nullptr);
     defaults_ = *df;
@@ -353,9 +390,9 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
       Event e = base(EventKind::policy_default_changed, now);
       e.message = "default policy is now in " + default_name(df->in) + ", fwd " + default_name(df->fwd) + ", out " +
                   default_name(df->out) + ns_text(netns_);
-      e.detail = {{"default", {{"in", default_name(df->in)}, {"fwd", default_name(df->fwd)},
-                               {"out", default_name(df->out)}}},
-                  {"previous", std::move(before)}};
+      e.detail = {
+          {"default", {{"in", default_name(df->in)}, {"fwd", default_name(df->fwd)}, {"out", default_name(df->out)}}},
+          {"previous", std::move(before)}};
       out.push_back(std::move(e));
     }
   }
@@ -414,9 +451,8 @@ const SaEntry* XfrmTable::find(const SaKey& k) const {
 std::vector<const SaEntry*> XfrmTable::find(const IpAddress& daddr, std::uint32_t spi) const {
   std::vector<const SaEntry*> out;
   if (spi == 0) return out;
-  for (auto it = sas_.lower_bound(SaKey{daddr, spi, 0}); it != sas_.end() && it->first.daddr == daddr &&
-                                                         it->first.spi == spi;
-       ++it)
+  for (auto it = sas_.lower_bound(SaKey{daddr, spi, 0});
+       it != sas_.end() && it->first.daddr == daddr && it->first.spi == spi; ++it)
     out.push_back(&it->second);
   return out;
 }

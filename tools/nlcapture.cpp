@@ -113,9 +113,12 @@ Options parse_options(int argc, char** argv) {
     } else if (a == "--bus") {
       need(i, 1);
       const std::string_view b = args[++i];
-      if (b == "xfrm") o.bus = NETLINK_XFRM;
-      else if (b == "audit") o.bus = NETLINK_AUDIT;
-      else usage_error("unknown bus");
+      if (b == "xfrm")
+        o.bus = NETLINK_XFRM;
+      else if (b == "audit")
+        o.bus = NETLINK_AUDIT;
+      else
+        usage_error("unknown bus");
     } else if (a == "--group") {
       need(i, 1);
       o.groups.emplace_back(args[++i]);
@@ -125,9 +128,12 @@ Options parse_options(int argc, char** argv) {
     } else if (a == "--dump") {
       need(i, 1);
       const std::string_view what = args[++i];
-      if (what == "sa") o.request = build_xfrm_dump_sa(1);
-      else if (what == "policy") o.request = build_xfrm_dump_policy(1);
-      else usage_error("--dump takes sa or policy");
+      if (what == "sa")
+        o.request = build_xfrm_dump_sa(1);
+      else if (what == "policy")
+        o.request = build_xfrm_dump_policy(1);
+      else
+        usage_error("--dump takes sa or policy");
     } else if (a == "--get-default") {
       o.request = build_xfrm_get_default(1);
     } else if (a == "--get-sa") {

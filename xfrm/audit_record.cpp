@@ -47,8 +47,7 @@ bool parse_spi(std::string_view v, std::uint32_t* out) {
 
 Result<AuditHeader> parse_audit_header(std::string_view text, std::string_view* rest) {
   constexpr std::string_view kOpen = "audit(";
-  if (text.substr(0, kOpen.size()) != kOpen)
-    return make_error(Errc::malformed, "record does not start with audit(");
+  if (text.substr(0, kOpen.size()) != kOpen) return make_error(Errc::malformed, "record does not start with audit(");
   text.remove_prefix(kOpen.size());
   const auto close = text.find("):");
   if (close == std::string_view::npos) return make_error(Errc::truncated, "audit header is not closed");

@@ -11,17 +11,17 @@
 
 namespace ipsec {
 
-inline constexpr std::uint16_t kAuditGet = 1000;         // AUDIT_GET
-inline constexpr std::uint16_t kAuditSet = 1001;         // AUDIT_SET
-inline constexpr unsigned kAuditGroupReadLog = 1;        // AUDIT_NLGRP_READLOG
+inline constexpr std::uint16_t kAuditGet = 1000;   // AUDIT_GET
+inline constexpr std::uint16_t kAuditSet = 1001;   // AUDIT_SET
+inline constexpr unsigned kAuditGroupReadLog = 1;  // AUDIT_NLGRP_READLOG
 
 struct AuditStatus {
   std::uint32_t enabled{0};  // 0 off, 1 on, 2 on and locked
   std::uint32_t failure{0};
-  std::uint32_t pid{0};      // the registered audit daemon, 0 if none
+  std::uint32_t pid{0};  // the registered audit daemon, 0 if none
   std::uint32_t rate_limit{0};
   std::uint32_t backlog_limit{0};
-  std::uint32_t lost{0};     // records the kernel dropped (all types), wraps at 2^32
+  std::uint32_t lost{0};  // records the kernel dropped (all types), wraps at 2^32
   std::uint32_t backlog{0};
 };
 

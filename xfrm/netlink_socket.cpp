@@ -5,9 +5,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <string.h>
 #include <cerrno>
 #include <cstring>
-#include <string.h>
 #include <string>
 
 namespace ipsec {
@@ -85,14 +85,15 @@ Result<Unit> NetlinkSocket::send(Bytes message) {
 }
 
 Result<Unit> NetlinkSocket::transact(Bytes request, std::uint32_t seq,
-                                     const std::function<void(const NetlinkMessage&)>& on_message,
-                                     bool expect_reply, std::chrono::milliseconds timeout) {
+                                     const std::function<void(const NetlinkMessage&)>& on_message, bool expect_reply,
+                                     std::chrono::milliseconds timeout) {
   if (auto s = send(request); !s) return s.error();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<std::uint8_t> buf(MNL_SOCKET_BUFFER_SIZE * 4);
   bool acked = false, replied = false;
   while (true) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return make_error(Errc::io, "netlink request timed out", ETIMEDOUT);
     pollfd p{fd(), POLLIN, 0};
     const int pr = poll(&p, 1, static_cast<int>(left.count()));

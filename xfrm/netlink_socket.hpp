@@ -36,11 +36,11 @@ class NetlinkSocket {
   Result<int> set_receive_buffer(int bytes);
 
   enum class RecvStatus {
-    ok,         // `size` bytes of a valid datagram are in the buffer
-    again,      // nothing to read
-    overrun,    // ENOBUFS: the kernel dropped messages for this socket (count unknown)
-    rejected,   // a datagram that was truncated or not from the kernel: dropped
-    error,      // any other failure (errno in `err`)
+    ok,        // `size` bytes of a valid datagram are in the buffer
+    again,     // nothing to read
+    overrun,   // ENOBUFS: the kernel dropped messages for this socket (count unknown)
+    rejected,  // a datagram that was truncated or not from the kernel: dropped
+    error,     // any other failure (errno in `err`)
   };
   struct Received {
     RecvStatus status{RecvStatus::again};
@@ -56,9 +56,8 @@ class NetlinkSocket {
   // `expect_reply`, at least one reply: audit sends its AUDIT_GET reply from
   // a kernel thread, so it may arrive after the ACK), or an error, or
   // `timeout`. For the control path, not the event path.
-  Result<Unit> transact(Bytes request, std::uint32_t seq,
-                        const std::function<void(const NetlinkMessage&)>& on_message, bool expect_reply,
-                        std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+  Result<Unit> transact(Bytes request, std::uint32_t seq, const std::function<void(const NetlinkMessage&)>& on_message,
+                        bool expect_reply, std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
 
  private:
   explicit NetlinkSocket(mnl_socket* s);

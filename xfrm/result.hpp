@@ -9,11 +9,11 @@
 namespace ipsec {
 
 enum class Errc {
-  truncated,      // input shorter than its own header says
-  malformed,      // structurally wrong (bad syntax, bad length field)
-  out_of_range,   // a number that does not fit its field
-  unsupported,    // well-formed but of a kind this parser does not handle
-  io,             // a system call failed (errno in Error::sys_errno)
+  truncated,     // input shorter than its own header says
+  malformed,     // structurally wrong (bad syntax, bad length field)
+  out_of_range,  // a number that does not fit its field
+  unsupported,   // well-formed but of a kind this parser does not handle
+  io,            // a system call failed (errno in Error::sys_errno)
 };
 
 struct Error {
@@ -27,8 +27,8 @@ inline Error make_error(Errc c, std::string msg, int e = 0) { return Error{c, st
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T v) : v_(std::move(v)) {}            // NOLINT(google-explicit-constructor)
-  Result(Error e) : v_(std::move(e)) {}        // NOLINT(google-explicit-constructor)
+  Result(T v) : v_(std::move(v)) {}      // NOLINT(google-explicit-constructor)
+  Result(Error e) : v_(std::move(e)) {}  // NOLINT(google-explicit-constructor)
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
   T& value() & { return std::get<0>(v_); }

@@ -152,8 +152,8 @@ int on_attribute(const nlattr* attr, void* data) {
     w->bad_type = type;
     return MNL_CB_ERROR;
   }
-  w->out->payload[type] = Bytes(static_cast<const std::uint8_t*>(mnl_attr_get_payload(attr)),
-                                mnl_attr_get_payload_len(attr));
+  w->out->payload[type] =
+      Bytes(static_cast<const std::uint8_t*>(mnl_attr_get_payload(attr)), mnl_attr_get_payload_len(attr));
   w->out->present[type] = true;  // a repeated attribute: the last one wins, as in the kernel
   return MNL_CB_OK;
 }
@@ -690,32 +690,58 @@ Result<XfrmMessage> parse_xfrm_message(const NetlinkMessage& message) {
 
 const char* xfrm_message_name(std::uint16_t type) {
   switch (type) {
-    case XFRM_MSG_NEWSA: return "NEWSA";
-    case XFRM_MSG_DELSA: return "DELSA";
-    case XFRM_MSG_GETSA: return "GETSA";
-    case XFRM_MSG_NEWPOLICY: return "NEWPOLICY";
-    case XFRM_MSG_DELPOLICY: return "DELPOLICY";
-    case XFRM_MSG_GETPOLICY: return "GETPOLICY";
-    case XFRM_MSG_ALLOCSPI: return "ALLOCSPI";
-    case XFRM_MSG_ACQUIRE: return "ACQUIRE";
-    case XFRM_MSG_EXPIRE: return "EXPIRE";
-    case XFRM_MSG_UPDPOLICY: return "UPDPOLICY";
-    case XFRM_MSG_UPDSA: return "UPDSA";
-    case XFRM_MSG_POLEXPIRE: return "POLEXPIRE";
-    case XFRM_MSG_FLUSHSA: return "FLUSHSA";
-    case XFRM_MSG_FLUSHPOLICY: return "FLUSHPOLICY";
-    case XFRM_MSG_NEWAE: return "NEWAE";
-    case XFRM_MSG_GETAE: return "GETAE";
-    case XFRM_MSG_REPORT: return "REPORT";
-    case XFRM_MSG_MIGRATE: return "MIGRATE";
-    case XFRM_MSG_NEWSADINFO: return "NEWSADINFO";
-    case XFRM_MSG_GETSADINFO: return "GETSADINFO";
-    case XFRM_MSG_NEWSPDINFO: return "NEWSPDINFO";
-    case XFRM_MSG_GETSPDINFO: return "GETSPDINFO";
-    case XFRM_MSG_MAPPING: return "MAPPING";
-    case XFRM_MSG_SETDEFAULT: return "SETDEFAULT";
-    case XFRM_MSG_GETDEFAULT: return "GETDEFAULT";
-    default: return nullptr;
+    case XFRM_MSG_NEWSA:
+      return "NEWSA";
+    case XFRM_MSG_DELSA:
+      return "DELSA";
+    case XFRM_MSG_GETSA:
+      return "GETSA";
+    case XFRM_MSG_NEWPOLICY:
+      return "NEWPOLICY";
+    case XFRM_MSG_DELPOLICY:
+      return "DELPOLICY";
+    case XFRM_MSG_GETPOLICY:
+      return "GETPOLICY";
+    case XFRM_MSG_ALLOCSPI:
+      return "ALLOCSPI";
+    case XFRM_MSG_ACQUIRE:
+      return "ACQUIRE";
+    case XFRM_MSG_EXPIRE:
+      return "EXPIRE";
+    case XFRM_MSG_UPDPOLICY:
+      return "UPDPOLICY";
+    case XFRM_MSG_UPDSA:
+      return "UPDSA";
+    case XFRM_MSG_POLEXPIRE:
+      return "POLEXPIRE";
+    case XFRM_MSG_FLUSHSA:
+      return "FLUSHSA";
+    case XFRM_MSG_FLUSHPOLICY:
+      return "FLUSHPOLICY";
+    case XFRM_MSG_NEWAE:
+      return "NEWAE";
+    case XFRM_MSG_GETAE:
+      return "GETAE";
+    case XFRM_MSG_REPORT:
+      return "REPORT";
+    case XFRM_MSG_MIGRATE:
+      return "MIGRATE";
+    case XFRM_MSG_NEWSADINFO:
+      return "NEWSADINFO";
+    case XFRM_MSG_GETSADINFO:
+      return "GETSADINFO";
+    case XFRM_MSG_NEWSPDINFO:
+      return "NEWSPDINFO";
+    case XFRM_MSG_GETSPDINFO:
+      return "GETSPDINFO";
+    case XFRM_MSG_MAPPING:
+      return "MAPPING";
+    case XFRM_MSG_SETDEFAULT:
+      return "SETDEFAULT";
+    case XFRM_MSG_GETDEFAULT:
+      return "GETDEFAULT";
+    default:
+      return nullptr;
   }
 }
 

@@ -119,10 +119,10 @@ struct XfrmReplayEsnState {  // XFRMA_REPLAY_ESN_VAL, without the bitmap words
   friend bool operator==(const XfrmReplayEsnState&, const XfrmReplayEsnState&) = default;
 };
 
-struct XfrmEncap {  // XFRMA_ENCAP (NAT-T)
-  std::uint16_t type{0};  // UDP_ENCAP_ESPINUDP (2), ...
+struct XfrmEncap {                   // XFRMA_ENCAP (NAT-T)
+  std::uint16_t type{0};             // UDP_ENCAP_ESPINUDP (2), ...
   std::uint16_t sport{0}, dport{0};  // host order
-  IpAddress oa;  // original address, in the SA's family
+  IpAddress oa;                      // original address, in the SA's family
   friend bool operator==(const XfrmEncap&, const XfrmEncap&) = default;
 };
 
@@ -174,7 +174,7 @@ struct XfrmSaId {
   friend bool operator==(const XfrmSaId&, const XfrmSaId&) = default;
 };
 
-struct XfrmTemplate {  // xfrm_user_tmpl
+struct XfrmTemplate {    // xfrm_user_tmpl
   IpAddress daddr;       // id.daddr
   std::uint32_t spi{0};  // id.spi, host order
   std::uint8_t proto{0};
@@ -191,7 +191,7 @@ struct XfrmPolicy {
   XfrmLifetimeCfg lifetime;
   XfrmLifetimeCur current;
   std::uint32_t priority{0}, index{0};
-  std::uint8_t dir{0};  // 0 in, 1 out, 2 fwd
+  std::uint8_t dir{0};     // 0 in, 1 out, 2 fwd
   std::uint8_t action{0};  // 0 allow, 1 block
   std::uint8_t flags{0}, share{0};
   std::vector<XfrmTemplate> templates;
@@ -226,7 +226,7 @@ struct XfrmExpire {  // EXPIRE (of an SA)
   bool hard{false};
 };
 
-struct XfrmNewPolicy {  // NEWPOLICY, UPDPOLICY, and a policy dump entry
+struct XfrmNewPolicy {                    // NEWPOLICY, UPDPOLICY, and a policy dump entry
   std::uint16_t type{kXfrmMsgNewPolicy};  // kXfrmMsgNewPolicy or kXfrmMsgUpdPolicy
   XfrmPolicy policy;
 };
@@ -314,9 +314,9 @@ struct XfrmUnknown {  // any other message type (including NLMSG_DONE / NLMSG_ER
   std::uint16_t type{0};
 };
 
-using XfrmMessage = std::variant<XfrmNewSa, XfrmDelSa, XfrmExpire, XfrmNewPolicy, XfrmDelPolicy,
-                                 XfrmPolicyExpire, XfrmAcquire, XfrmMapping, XfrmMigrate, XfrmFlushSa,
-                                 XfrmFlushPolicy, XfrmPolicyDefault, XfrmAsyncEvent, XfrmUnknown>;
+using XfrmMessage = std::variant<XfrmNewSa, XfrmDelSa, XfrmExpire, XfrmNewPolicy, XfrmDelPolicy, XfrmPolicyExpire,
+                                 XfrmAcquire, XfrmMapping, XfrmMigrate, XfrmFlushSa, XfrmFlushPolicy, XfrmPolicyDefault,
+                                 XfrmAsyncEvent, XfrmUnknown>;
 
 // ---- parsing ----
 

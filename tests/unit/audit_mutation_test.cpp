@@ -23,8 +23,9 @@ TEST(AuditMutation, NoCrashAndValidJsonForAcceptedInput) {
       "audit(1795394816.852:7): op=SPD-add auid=4294967295 ses=4294967295 subj=unconfined res=1 src=10.0.0.1 "
       "dst=10.0.0.2",
       "audit(1.001:2): op=SPD-delete subj=\"a b\" src=10.1.0.0 src_prefixlen=16 dst=10.2.0.0 dst_prefixlen=24"};
-  const std::string dict[] = {"=", " ", "\"", "(", ")", "0x", ":", "\xff", "\xc3", "\0", "\n", "spi=", "src=",
-                              "op=", "9999999999999999999999", "::", "."};
+  const std::string dict[] = {
+      "=",  " ", "\"", "(", ")", "0x", ":", "\xff", "\xc3", "\0", "\n", "spi=", "src=", "op=", "9999999999999999999999",
+      "::", "."};
   std::mt19937 rng(4303);
   JsonWriter w("h");
   std::string out;
@@ -35,10 +36,18 @@ TEST(AuditMutation, NoCrashAndValidJsonForAcceptedInput) {
     for (int k = 0; k < edits && !s.empty(); ++k) {
       const std::size_t pos = rng() % s.size();
       switch (rng() % 4) {
-        case 0: s[pos] = static_cast<char>(rng() & 0xFF); break;
-        case 1: s.erase(pos, 1 + rng() % 8); break;
-        case 2: s.insert(pos, dict[rng() % std::size(dict)]); break;
-        case 3: s.resize(pos); break;
+        case 0:
+          s[pos] = static_cast<char>(rng() & 0xFF);
+          break;
+        case 1:
+          s.erase(pos, 1 + rng() % 8);
+          break;
+        case 2:
+          s.insert(pos, dict[rng() % std::size(dict)]);
+          break;
+        case 3:
+          s.resize(pos);
+          break;
       }
     }
     auto r = parse_ipsec_audit_record(s);

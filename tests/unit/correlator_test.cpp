@@ -73,7 +73,8 @@ TEST(Correlator, IdenticalInAndOutPoliciesAreAmbiguous) {
 TEST(Correlator, FlushBurstMatchesPerSaAndKeepsOrder) {
   ChangeCorrelator c(200ms);
   const auto t0 = Clock::time_point{} + 1s;
-  for (std::uint32_t spi : {1u, 2u, 3u}) c.add(change(EventKind::sa_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2", spi), t0);
+  for (std::uint32_t spi : {1u, 2u, 3u})
+    c.add(change(EventKind::sa_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2", spi), t0);
   for (std::uint32_t spi : {3u, 2u, 1u})
     c.add(change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2", spi), t0 + 1ms);
   auto out = c.take_ready(t0 + 1s);

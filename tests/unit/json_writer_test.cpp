@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-
 #include "audit/catalogue.hpp"
 #include "audit/normalize.hpp"
 
@@ -24,13 +23,15 @@ json render(const Event& e) {
 Event from(const std::string& text) {
   auto r = parse_ipsec_audit_record(text);
   EXPECT_TRUE(r) << text;
-  return event_from_ipsec_audit(*r, std::chrono::system_clock::time_point(std::chrono::nanoseconds(1795394830123456789LL)));
+  return event_from_ipsec_audit(*r,
+                                std::chrono::system_clock::time_point(std::chrono::nanoseconds(1795394830123456789LL)));
 }
 }  // namespace
 
 TEST(JsonWriter, PacketRecordFieldsV6) {
-  const auto j = render(from("audit(1795394846.080:25): op=SA-notfound src=fd00:0000:0000:0000:0000:0000:0000:0001 "
-                             "dst=fd00:0000:0000:0000:0000:0000:0000:0002 flowlbl=0x22e28 spi=57005(0xdead) seqno=1"));
+  const auto j =
+      render(from("audit(1795394846.080:25): op=SA-notfound src=fd00:0000:0000:0000:0000:0000:0000:0001 "
+                  "dst=fd00:0000:0000:0000:0000:0000:0000:0002 flowlbl=0x22e28 spi=57005(0xdead) seqno=1"));
   EXPECT_EQ(j["schema"], "ipsec-audit/1");
   EXPECT_EQ(j["time"], "2026-11-23T00:47:10.123456789Z");
   EXPECT_EQ(j["kernel_time"], "2026-11-23T00:47:26.080000000Z");

@@ -56,9 +56,9 @@ TEST(Normalize, RefusedChangeIsNotReportedAsDone) {
 }
 
 TEST(Catalogue, ClassesFollowMicrosoftLabels) {
-  for (auto k : {EventKind::integrity_check_failed, EventKind::replay_check_failed,
-                 EventKind::replay_sequence_too_low, EventKind::cleartext_packet_dropped, EventKind::incorrect_spi,
-                 EventKind::service_started, EventKind::service_stopped})
+  for (auto k : {EventKind::integrity_check_failed, EventKind::replay_check_failed, EventKind::replay_sequence_too_low,
+                 EventKind::cleartext_packet_dropped, EventKind::incorrect_spi, EventKind::service_started,
+                 EventKind::service_stopped})
     EXPECT_EQ(catalogue(k).audit_class, AuditClass::success) << catalogue(k).name;
   for (auto k : {EventKind::interface_list_failed, EventKind::control_server_failed, EventKind::critical_failure,
                  EventKind::filter_refresh_failed, EventKind::events_lost})

@@ -40,12 +40,12 @@ TEST(Options, RepeatableOutputsAndValues) {
 
 TEST(Options, BadOptionsAreOneLineErrors) {
   for (auto args : std::vector<std::vector<std::string>>{{"--nope"},
-                                                          {"--output"},
-                                                          {"--output", "file.jsonl"},
-                                                          {"--state-dir", "rel"},
-                                                          {"--foreground=1"},
-                                                          {"--audit-status-interval", "0"},
-                                                          {"--control-socket", "/" + std::string(200, 'x')}}) {
+                                                         {"--output"},
+                                                         {"--output", "file.jsonl"},
+                                                         {"--state-dir", "rel"},
+                                                         {"--foreground=1"},
+                                                         {"--audit-status-interval", "0"},
+                                                         {"--control-socket", "/" + std::string(200, 'x')}}) {
     auto o = parse(args);
     ASSERT_FALSE(o) << args[0];
     EXPECT_EQ(o.error().message.find('\n'), std::string::npos);
@@ -54,7 +54,8 @@ TEST(Options, BadOptionsAreOneLineErrors) {
 
 TEST(Config, AppliesAndCommandLineOverrides) {
   Options base;
-  ASSERT_TRUE(apply_config(R"({"outputs":["jsonl:/tmp/cfg.jsonl"],"kernel_audit":{"enable":true,"status_interval_seconds":2}})", base));
+  ASSERT_TRUE(apply_config(
+      R"({"outputs":["jsonl:/tmp/cfg.jsonl"],"kernel_audit":{"enable":true,"status_interval_seconds":2}})", base));
   EXPECT_TRUE(base.enable_kernel_audit);
   EXPECT_EQ(base.audit_status_interval_s, 2);
   auto o = parse({"--output", "stdout"}, base);

@@ -50,7 +50,7 @@ TEST(FileSink, AppendsWholeLinesAndReopensAfterRotation) {
   EXPECT_EQ(slurp(p), "{\"a\":3}\n{\"a\":4}\n");
   EXPECT_EQ((*s)->stats().written, 4u);
   EXPECT_EQ((*s)->stats().failed, 0u);
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(p.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0640u);
   fs::remove_all(dir);

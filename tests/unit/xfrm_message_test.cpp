@@ -38,11 +38,25 @@ Buf read_fixture(const std::string& name) {
 }
 
 const char* const kLiveFixtures[] = {
-    "acquire.bin",          "getdefault-reply.bin", "migrate.bin",          "newae-reply.bin",
-    "policy-default.bin",   "policy-del-v4.bin",    "policy-dump.bin",      "policy-expire.bin",
-    "policy-flush-sub.bin", "policy-flush.bin",     "policy-new-sub.bin",   "policy-new-v4.bin",
-    "policy-new-v6-mark.bin", "policy-upd-v4.bin",  "sa-del.bin",           "sa-dump-larval.bin",
-    "sa-expire-larval.bin", "sa-flush.bin",         "sa-get-reply.bin",
+    "acquire.bin",
+    "getdefault-reply.bin",
+    "migrate.bin",
+    "newae-reply.bin",
+    "policy-default.bin",
+    "policy-del-v4.bin",
+    "policy-dump.bin",
+    "policy-expire.bin",
+    "policy-flush-sub.bin",
+    "policy-flush.bin",
+    "policy-new-sub.bin",
+    "policy-new-v4.bin",
+    "policy-new-v6-mark.bin",
+    "policy-upd-v4.bin",
+    "sa-del.bin",
+    "sa-dump-larval.bin",
+    "sa-expire-larval.bin",
+    "sa-flush.bin",
+    "sa-get-reply.bin",
 };
 
 // ESP SA fixtures captured in the ESP lab VM by capture-esp.sh, when present.
@@ -340,25 +354,42 @@ Buf newae_esn_v4() {
 }
 
 std::vector<Buf> synthetic_messages() {
-  return {esp_aead_sa(), esp_aead_sa(XFRM_MSG_UPDSA), esp_esn_sa_v6(), esp_delsa_v6(), esp_expire_v4(true),
-          mapping_v4(), newae_esn_v4()};
+  return {esp_aead_sa(),  esp_aead_sa(XFRM_MSG_UPDSA), esp_esn_sa_v6(),
+          esp_delsa_v6(), esp_expire_v4(true),         mapping_v4(),
+          newae_esn_v4()};
 }
 
 // The fixed header size of each message type (what the parser requires before attributes).
 std::size_t fixed_size(std::uint16_t type) {
   switch (type) {
-    case XFRM_MSG_NEWSA: case XFRM_MSG_UPDSA: return sizeof(xfrm_usersa_info);
-    case XFRM_MSG_DELSA: return sizeof(xfrm_usersa_id);
-    case XFRM_MSG_EXPIRE: return sizeof(xfrm_user_expire);
-    case XFRM_MSG_NEWPOLICY: case XFRM_MSG_UPDPOLICY: return sizeof(xfrm_userpolicy_info);
-    case XFRM_MSG_DELPOLICY: case XFRM_MSG_MIGRATE: return sizeof(xfrm_userpolicy_id);
-    case XFRM_MSG_POLEXPIRE: return sizeof(xfrm_user_polexpire);
-    case XFRM_MSG_ACQUIRE: return sizeof(xfrm_user_acquire);
-    case XFRM_MSG_MAPPING: return sizeof(xfrm_user_mapping);
-    case XFRM_MSG_NEWAE: return sizeof(xfrm_aevent_id);
-    case XFRM_MSG_FLUSHSA: return sizeof(xfrm_usersa_flush);
-    case XFRM_MSG_GETDEFAULT: case XFRM_MSG_SETDEFAULT: return sizeof(xfrm_userpolicy_default);
-    default: return 0;
+    case XFRM_MSG_NEWSA:
+    case XFRM_MSG_UPDSA:
+      return sizeof(xfrm_usersa_info);
+    case XFRM_MSG_DELSA:
+      return sizeof(xfrm_usersa_id);
+    case XFRM_MSG_EXPIRE:
+      return sizeof(xfrm_user_expire);
+    case XFRM_MSG_NEWPOLICY:
+    case XFRM_MSG_UPDPOLICY:
+      return sizeof(xfrm_userpolicy_info);
+    case XFRM_MSG_DELPOLICY:
+    case XFRM_MSG_MIGRATE:
+      return sizeof(xfrm_userpolicy_id);
+    case XFRM_MSG_POLEXPIRE:
+      return sizeof(xfrm_user_polexpire);
+    case XFRM_MSG_ACQUIRE:
+      return sizeof(xfrm_user_acquire);
+    case XFRM_MSG_MAPPING:
+      return sizeof(xfrm_user_mapping);
+    case XFRM_MSG_NEWAE:
+      return sizeof(xfrm_aevent_id);
+    case XFRM_MSG_FLUSHSA:
+      return sizeof(xfrm_usersa_flush);
+    case XFRM_MSG_GETDEFAULT:
+    case XFRM_MSG_SETDEFAULT:
+      return sizeof(xfrm_userpolicy_default);
+    default:
+      return 0;
   }
 }
 
@@ -872,9 +903,8 @@ TEST(XfrmKeys, ParsedSaNeverHoldsKeyMaterial) {
     Buf msg;
     std::vector<Buf> keys;
   };
-  const Case cases[] = {{esp_aead_sa(), {kAeadKey}},
-                        {esp_esn_sa_v6(), {kAuthKey, kEncKey}},
-                        {esp_delsa_v6(), {kAuthKey, kEncKey}}};
+  const Case cases[] = {
+      {esp_aead_sa(), {kAeadKey}}, {esp_esn_sa_v6(), {kAuthKey, kEncKey}}, {esp_delsa_v6(), {kAuthKey, kEncKey}}};
   for (const Case& c : cases) {
     // The input really holds the key: the test would prove nothing otherwise.
     for (const Buf& k : c.keys) ASSERT_TRUE(contains_bytes(c.msg.data(), c.msg.size(), k));
@@ -915,10 +945,10 @@ TEST(XfrmKeys, LabEspFixturesNeverYieldKeyMaterial) {
 // ---- malformed input ----
 
 TEST(XfrmMalformed, PayloadShorterThanFixedHeader) {
-  for (std::uint16_t type : {XFRM_MSG_NEWSA, XFRM_MSG_UPDSA, XFRM_MSG_DELSA, XFRM_MSG_EXPIRE, XFRM_MSG_NEWPOLICY,
-                             XFRM_MSG_UPDPOLICY, XFRM_MSG_DELPOLICY, XFRM_MSG_POLEXPIRE, XFRM_MSG_ACQUIRE,
-                             XFRM_MSG_MAPPING, XFRM_MSG_MIGRATE, XFRM_MSG_FLUSHSA, XFRM_MSG_NEWAE,
-                             XFRM_MSG_GETDEFAULT, XFRM_MSG_SETDEFAULT}) {
+  for (std::uint16_t type :
+       {XFRM_MSG_NEWSA, XFRM_MSG_UPDSA, XFRM_MSG_DELSA, XFRM_MSG_EXPIRE, XFRM_MSG_NEWPOLICY, XFRM_MSG_UPDPOLICY,
+        XFRM_MSG_DELPOLICY, XFRM_MSG_POLEXPIRE, XFRM_MSG_ACQUIRE, XFRM_MSG_MAPPING, XFRM_MSG_MIGRATE, XFRM_MSG_FLUSHSA,
+        XFRM_MSG_NEWAE, XFRM_MSG_GETDEFAULT, XFRM_MSG_SETDEFAULT}) {
     const std::size_t fixed = fixed_size(type);
     ASSERT_GT(fixed, 0u);
     const Buf zeros(fixed, 0);
@@ -1011,15 +1041,17 @@ TEST(XfrmMalformed, LyingLengths) {
   xfrm_userpolicy_info pi{};
   pi.sel.family = AF_INET;
   const Buf partial(sizeof(xfrm_user_tmpl) + 4, 0);
-  EXPECT_FALSE(
-      parse_one(MsgBuilder(XFRM_MSG_NEWPOLICY, &pi, sizeof pi).attr(XFRMA_TMPL, partial.data(), partial.size()).done()));
+  EXPECT_FALSE(parse_one(
+      MsgBuilder(XFRM_MSG_NEWPOLICY, &pi, sizeof pi).attr(XFRMA_TMPL, partial.data(), partial.size()).done()));
   std::vector<xfrm_user_tmpl> seven(7);
   for (auto& t : seven) t.family = AF_INET;
-  EXPECT_FALSE(parse_one(
-      MsgBuilder(XFRM_MSG_NEWPOLICY, &pi, sizeof pi).attr(XFRMA_TMPL, seven.data(), 7 * sizeof(xfrm_user_tmpl)).done()));
+  EXPECT_FALSE(parse_one(MsgBuilder(XFRM_MSG_NEWPOLICY, &pi, sizeof pi)
+                             .attr(XFRMA_TMPL, seven.data(), 7 * sizeof(xfrm_user_tmpl))
+                             .done()));
   seven.resize(6);
-  EXPECT_TRUE(parse_one(
-      MsgBuilder(XFRM_MSG_NEWPOLICY, &pi, sizeof pi).attr(XFRMA_TMPL, seven.data(), 6 * sizeof(xfrm_user_tmpl)).done()));
+  EXPECT_TRUE(parse_one(MsgBuilder(XFRM_MSG_NEWPOLICY, &pi, sizeof pi)
+                            .attr(XFRMA_TMPL, seven.data(), 6 * sizeof(xfrm_user_tmpl))
+                            .done()));
 
   // MIGRATE without its entries.
   xfrm_userpolicy_id pid{};
@@ -1072,7 +1104,8 @@ TEST(XfrmMalformed, AlgorithmNameBoundedAndPrintable) {
   ASSERT_TRUE(r);
   EXPECT_EQ(*as<XfrmNewSa>(*r).sa.enc, std::string(64, 'a'));
   enc[3] = '\n';
-  EXPECT_FALSE(parse_one(MsgBuilder(XFRM_MSG_NEWSA, &p, sizeof p).attr(XFRMA_ALG_CRYPT, enc.data(), enc.size()).done()));
+  EXPECT_FALSE(
+      parse_one(MsgBuilder(XFRM_MSG_NEWSA, &p, sizeof p).attr(XFRMA_ALG_CRYPT, enc.data(), enc.size()).done()));
 }
 
 // Every prefix of every message: with the original nlmsg_len the framing
@@ -1128,7 +1161,8 @@ TEST(XfrmRequests, DumpsAndGets) {
   check(build_xfrm_dump_sa(9), XFRM_MSG_GETSA, NLM_F_REQUEST | NLM_F_DUMP, 0);
   check(build_xfrm_dump_policy(9), XFRM_MSG_GETPOLICY, NLM_F_REQUEST | NLM_F_DUMP, 0);
   // The 3-byte struct is padded to 4, as the kernel pads its own messages.
-  check(build_xfrm_get_default(9), XFRM_MSG_GETDEFAULT, NLM_F_REQUEST | NLM_F_ACK, NLMSG_ALIGN(sizeof(xfrm_userpolicy_default)));
+  check(build_xfrm_get_default(9), XFRM_MSG_GETDEFAULT, NLM_F_REQUEST | NLM_F_ACK,
+        NLMSG_ALIGN(sizeof(xfrm_userpolicy_default)));
 
   const Buf get = build_xfrm_get_sa(9, ip("fd00::2"), 0x2001, IPPROTO_ESP);
   check(get, XFRM_MSG_GETSA, NLM_F_REQUEST | NLM_F_ACK, sizeof(xfrm_usersa_id));
@@ -1178,10 +1212,13 @@ TEST(Netns, SocketLivesInTheNamespaceAndTheThreadComesBack) {
   ASSERT_EQ(std::system(("ip -n " + name + " xfrm policy add src 10.77.0.0/16 dst 10.78.0.0/16 dir in").c_str()), 0);
   std::vector<XfrmPolicy> policies;
   const Buf req = build_xfrm_dump_policy(5);
-  auto t = sock->transact(req, 5, [&](const NetlinkMessage& m) {
-    auto r = parse_xfrm_message(m);
-    if (r && std::holds_alternative<XfrmNewPolicy>(*r)) policies.push_back(std::get<XfrmNewPolicy>(*r).policy);
-  }, false);
+  auto t = sock->transact(
+      req, 5,
+      [&](const NetlinkMessage& m) {
+        auto r = parse_xfrm_message(m);
+        if (r && std::holds_alternative<XfrmNewPolicy>(*r)) policies.push_back(std::get<XfrmNewPolicy>(*r).policy);
+      },
+      false);
   EXPECT_TRUE(t) << (t ? "" : t.error().message);
   ASSERT_EQ(policies.size(), 1u);
   EXPECT_EQ(policies[0].selector.saddr, ip("10.77.0.0"));

@@ -50,15 +50,17 @@ void run_audit(benchmark::State& state, const std::string& text) {
     benchmark::DoNotOptimize(line.data());
   }
   state.SetItemsProcessed(state.iterations());
-  state.counters["json_bytes"] = benchmark::Counter(static_cast<double>(bytes) / static_cast<double>(state.iterations()));
+  state.counters["json_bytes"] =
+      benchmark::Counter(static_cast<double>(bytes) / static_cast<double>(state.iterations()));
 }
 
 void BM_AuditIcvV4ToJson(benchmark::State& s) {
   run_audit(s, "audit(1795394826.304:15): op=SA-icv-failure src=10.0.0.1 dst=10.0.0.2 spi=4097(0x1001) seqno=4");
 }
 void BM_AuditNotFoundV6ToJson(benchmark::State& s) {
-  run_audit(s, "audit(1795394846.080:25): op=SA-notfound src=fd00:0000:0000:0000:0000:0000:0000:0001 "
-               "dst=fd00:0000:0000:0000:0000:0000:0000:0002 flowlbl=0x22e28 spi=57005(0xdead) seqno=1");
+  run_audit(s,
+            "audit(1795394846.080:25): op=SA-notfound src=fd00:0000:0000:0000:0000:0000:0000:0001 "
+            "dst=fd00:0000:0000:0000:0000:0000:0000:0002 flowlbl=0x22e28 spi=57005(0xdead) seqno=1");
 }
 BENCHMARK(BM_AuditIcvV4ToJson);
 BENCHMARK(BM_AuditNotFoundV6ToJson);
