@@ -87,3 +87,37 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_FALSE(apply_config("[]", o));
   EXPECT_FALSE(apply_config(std::string("\xff\xfe{}"), o));
 }
+
+#include <random>
+
+// Whatever the config file holds, apply_config returns Ok or one-line error
+// and never throws (the agent turns the error into exit code 2).
+TEST(Config, MutatedConfigsNeverThrow) {
+  const std::string seed =
+      R"({"outputs":["jsonl:/var/log/x.jsonl","stdout"],"state_dir":"/var/lib/x","control_socket":"/run/x.sock",)"
+      R"("kernel_audit":{"enable":true,"status_interval_seconds":5},"netns":["","vpn"],"xfrm_aevents":false,)"
+      R"("receive_buffer_bytes":8388608})";
+  const std::string dict[] = {"{", "}", "[", "]", "\"", ":", ",", "null", "true", "1e400", "-1",
+                              "18446744073709551616", "\xff", "\\u0000", "9223372036854775807"};
+  std::mt19937 rng(17);
+  int ok = 0, bad = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string s = seed;
+    for (int k = 0; k < 1 + static_cast<int>(rng() % 3); ++k) {
+      const std::size_t pos = rng() % s.size();
+      if (rng() % 2) s.insert(pos, dict[rng() % std::size(dict)]);
+      else s.erase(pos, 1 + rng() % 6);
+    }
+    Options o;
+    Result<Unit> r = Unit{};
+    ASSERT_NO_THROW(r = apply_config(s, o)) << s;
+    if (r) {
+      ++ok;
+    } else {
+      ++bad;
+      EXPECT_EQ(r.error().message.find('\n'), std::string::npos);
+    }
+  }
+  EXPECT_GT(ok, 50);
+  EXPECT_GT(bad, 1000);
+}
