@@ -32,7 +32,7 @@ void Daemon::agent_event(EventKind kind, std::string message, nlohmann::json det
 }
 
 nlohmann::json Daemon::kernel_audit_detail() const {
-  nlohmann::json j = nlohmann::json::object();
+  nlohmann::json j = {{"status", "unknown"}};
   if (audit_ && audit_->status()) {
     const auto& s = *audit_->status();
     j = {{"enabled", s.enabled}, {"lost", s.lost},
@@ -130,10 +130,12 @@ int Daemon::run() {
     if (!e) on_signal(s);
   });
 
-  const bool enabled = audit_->status() && audit_->status()->enabled != 0;
+  const auto& st = audit_->status();
   agent_event(EventKind::service_started,
-              enabled ? "IPsec audit started"
-                      : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be recorded",
+              !st                 ? "IPsec audit started; the kernel audit status cannot be read (no CAP_AUDIT_CONTROL)"
+              : st->enabled != 0 ? "IPsec audit started"
+                                 : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be "
+                                   "recorded",
               {{"version", IPSEC_AUDIT_VERSION},
                {"kernel_audit", kernel_audit_detail()},
                {"xfrm",

@@ -36,18 +36,26 @@ Result<Unit> KernelAuditSource::start() {
   control_.emplace(std::move(*control));
 
   auto st = query_status();
-  if (!st)
+  if (!st && cfg_.enable_kernel_audit)
     return make_error(Errc::io, "cannot read kernel audit status (AUDIT_GET): " + st.error().message,
                       st.error().sys_errno);
-  status_ = *st;
-  if (status_->enabled == 0 && cfg_.enable_kernel_audit) {
+  if (!st) {
+    // Without CAP_AUDIT_CONTROL the records still arrive (CAP_AUDIT_READ is
+    // enough); what is lost is the view of the switch and of `lost`.
+    log(LogLevel::warning, "cannot read the kernel audit status (AUDIT_GET needs CAP_AUDIT_CONTROL): " +
+                               st.error().message +
+                               ". Whether kernel audit is on, and how many records the kernel dropped, is unknown.");
+  } else {
+    status_ = *st;
+  }
+  if (status_ && status_->enabled == 0 && cfg_.enable_kernel_audit) {
     if (auto r = set_enabled(true); !r)
       return make_error(Errc::io, "cannot enable kernel audit (AUDIT_SET): " + r.error().message, r.error().sys_errno);
     we_enabled_ = true;
     if (auto again = query_status(); again) status_ = *again;
     log(LogLevel::info, "kernel audit enabled (it was off); it is put back off on a clean stop");
   }
-  if (status_->enabled == 0)
+  if (status_ && status_->enabled == 0)
     log(LogLevel::warning,
         "KERNEL AUDIT IS DISABLED: the kernel writes no IPsec packet records (ICV, replay, bad SPI) while it is "
         "off. Enable it with --enable-kernel-audit, the config key kernel_audit.enable, or auditctl -e 1.");
@@ -67,10 +75,12 @@ Result<Unit> KernelAuditSource::start() {
   desc_.emplace(io_, dupfd);
   arm_read();
 
-  timer_.expires_after(cfg_.status_interval);
-  timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) poll_status();
-  });
+  if (status_) {
+    timer_.expires_after(cfg_.status_interval);
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) poll_status();
+    });
+  }
   return Unit{};
 }
 

@@ -102,10 +102,10 @@ def host_xfrm_snapshot():
 class Agent:
     """ipsec-auditd in the foreground, writing JSON Lines to a temp file."""
 
-    def __init__(self, binary, extra_args=(), tmp=None):
+    def __init__(self, binary, extra_args=(), tmp=None, wrap=()):
         self.tmp = tmp or tempfile.mkdtemp(prefix="ipsec-audit-live-")
         self.out = os.path.join(self.tmp, "events.jsonl")
-        self.args = [binary, "--foreground", "--output", f"jsonl:{self.out}",
+        self.args = [*wrap, binary, "--foreground", "--output", f"jsonl:{self.out}",
                      "--state-dir", os.path.join(self.tmp, "state"),
                      "--control-socket", os.path.join(self.tmp, "control.sock"), *extra_args]
         self.proc = None

@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from livelib import Agent, KernelAuditGuard, Netns, audit_status, host_xfrm_snapshot, live_test  # noqa: E402
+from livelib import Agent, KernelAuditGuard, Netns, audit_set_enabled, audit_status, host_xfrm_snapshot, live_test  # noqa: E402
 
 
 def main():
@@ -74,6 +74,21 @@ def main():
             c.check(not problems, f"all {len(recs)} records valid against the schema", problems[:5])
         c.check(audit_status()["enabled"] == guard.before, "kernel audit switch put back as it was")
     c.check(host_xfrm_snapshot() == host_before, "host SPD/SAD untouched")
+
+    # Without CAP_AUDIT_CONTROL (least privilege): the records still arrive
+    # (CAP_AUDIT_READ is enough); the status is said to be unknown.
+    with KernelAuditGuard():
+        audit_set_enabled(True)
+        # Root gets at exec what the bounding set allows.
+        drop = ("setpriv", "--bounding-set", "-audit_control", "--")
+        with Agent(a.agent, wrap=drop) as agent, Netns() as ns:
+            s = agent.wait_for(lambda r: r["event"] == "service-started")[0]
+            ns.ip("xfrm", "policy", "add", "src", "10.77.3.1/32", "dst", "10.77.3.2/32", "dir", "out")
+            got = agent.wait_for(lambda r: r["event"] == "policy-added" and r["src"] == "10.77.3.1", timeout=2)
+            agent.stop()
+            c.check(s["kernel_audit"] == {"status": "unknown"} and "CAP_AUDIT_CONTROL" in agent.stderr()
+                    and len(got) == 1, "without CAP_AUDIT_CONTROL: records arrive, status said unknown",
+                    (s["kernel_audit"], agent.stderr()))
 
     # Disabled audit is said loudly, and the agent still runs.
     with KernelAuditGuard():
