@@ -110,7 +110,7 @@ Result<Unit> XfrmTracker::dump(Watcher& w, std::vector<XfrmSa>& sas, std::vector
   return Unit{};
 }
 
-Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const std::string& name) {
+Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const std::string& name, bool report) {
   auto w = std::make_unique<Watcher>(name, name.empty() ? own_netns_label() : name);
   auto open = [&]() {
     return name.empty() ? NetlinkSocket::open(NETLINK_XFRM) : open_netlink_socket_in_netns(name, NETLINK_XFRM);
@@ -134,7 +134,14 @@ Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const st
   if (auto d = dump(*w, sas, pols, defaults); !d)
     return make_error(Errc::io, "XFRM dump in netns " + w->label + " failed: " + d.error().message,
                       d.error().sys_errno);
-  w->table.load(std::move(sas), std::move(pols));
+  if (report) {
+    // A namespace that appeared while the agent ran: what it already holds
+    // was set up after start, so it is written (marked resync), not absorbed.
+    for (auto& e : w->table.resync(std::move(sas), std::move(pols), std::chrono::system_clock::now()))
+      emit_change(std::move(e));
+  } else {
+    w->table.load(std::move(sas), std::move(pols));
+  }
   if (defaults) w->table.set_defaults(*defaults);
   const int fd = ::dup(w->mcast->fd());
   if (fd < 0) return make_error(Errc::io, "dup failed", errno);
@@ -159,7 +166,7 @@ Result<Unit> XfrmTracker::start() {
   std::set<std::string> seen;
   for (const auto& n : names) {
     if (!seen.insert(n).second) continue;
-    auto w = open_watcher(n);
+    auto w = open_watcher(n, false);
     if (!w) {
       // A netns named explicitly must be there; one found by a scan may have just gone.
       if (follow_all_ && !n.empty()) {
@@ -194,7 +201,7 @@ void XfrmTracker::rescan_netns() {
     bool have = false;
     for (const auto& w : watchers_) have = have || w->name == n;
     if (have) continue;
-    auto w = open_watcher(n);
+    auto w = open_watcher(n, true);
     if (!w) {
       log(LogLevel::warning, "netns " + n + " not watched: " + w.error().message);
       continue;

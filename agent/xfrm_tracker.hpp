@@ -78,7 +78,8 @@ class XfrmTracker {
   struct Watcher;
   struct ReplayBatch;
 
-  Result<std::unique_ptr<Watcher>> open_watcher(const std::string& netns);
+  // `report`: write what the first dump holds (a netns that appeared later).
+  Result<std::unique_ptr<Watcher>> open_watcher(const std::string& netns, bool report);
   Result<Unit> dump(Watcher& w, std::vector<XfrmSa>& sas, std::vector<XfrmPolicy>& pols,
                     std::optional<XfrmPolicyDefault>& defaults);
   bool alive(const Watcher* w) const;
