@@ -33,11 +33,19 @@ bool is_packet_event(EventKind k) {
 }  // namespace
 
 std::string own_netns_label() {
-  struct stat a {
-  }, b{};
-  if (::stat("/proc/self/ns/net", &a) == 0 && ::stat("/proc/1/ns/net", &b) == 0 && a.st_ino == b.st_ino &&
-      a.st_dev == b.st_dev)
+  struct stat self = {};
+  struct stat other = {};
+  if (::stat("/proc/self/ns/net", &self) != 0) return "self";
+  // Newer kernels give init_net a fixed inode (PROC_NET_INIT_INO); on older
+  // ones compare with PID 1's, where /proc lets us.
+  constexpr ino_t kInitNetIno = 0xEFFFFFF9U;
+  if (self.st_ino == kInitNetIno) return "init";
+  if (::stat("/proc/1/ns/net", &other) == 0 && other.st_ino == self.st_ino && other.st_dev == self.st_dev)
     return "init";
+  std::error_code ec;
+  for (const auto& de : std::filesystem::directory_iterator("/run/netns", ec))
+    if (::stat(de.path().c_str(), &other) == 0 && other.st_ino == self.st_ino && other.st_dev == self.st_dev)
+      return de.path().filename();
   return "self";
 }
 
@@ -126,13 +134,19 @@ Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const st
   if (cfg_.aevents) groups.push_back(kXfrmGroupAevents);
   // Join before the dump, so that no change falls between the two.
   for (unsigned g : groups)
-    if (auto j = w->mcast->join_group(g); !j) return j.error();
+    if (auto j = w->mcast->join_group(g); !j)
+      return make_error(Errc::io,
+                        "joining the XFRM multicast groups of netns " + w->label + " failed: " + j.error().message +
+                            (j.error().sys_errno == EPERM ? " (needs CAP_NET_ADMIN)" : ""),
+                        j.error().sys_errno);
   if (auto rb = w->mcast->set_receive_buffer(cfg_.receive_buffer_bytes); !rb) return rb.error();
   std::vector<XfrmSa> sas;
   std::vector<XfrmPolicy> pols;
   std::optional<XfrmPolicyDefault> defaults;
   if (auto d = dump(*w, sas, pols, defaults); !d)
-    return make_error(Errc::io, "XFRM dump in netns " + w->label + " failed: " + d.error().message,
+    return make_error(Errc::io,
+                      "XFRM dump in netns " + w->label + " failed: " + d.error().message +
+                          (d.error().sys_errno == EPERM ? " (reading the SAD/SPD needs CAP_NET_ADMIN)" : ""),
                       d.error().sys_errno);
   if (report) {
     // A namespace that appeared while the agent ran: what it already holds
