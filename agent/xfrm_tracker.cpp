@@ -2,6 +2,7 @@
 
 #include <linux/netlink.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -193,12 +194,43 @@ Result<Unit> XfrmTracker::start() {
     watchers_.push_back(std::move(*w));
   }
   if (follow_all_) {
-    rescan_timer_.expires_after(cfg_.netns_rescan);
-    rescan_timer_.async_wait([this](const boost::system::error_code& ec) {
-      if (!ec) rescan_netns();
-    });
+    watch_netns_dir();
+    arm_rescan(cfg_.netns_rescan);
   }
   return Unit{};
+}
+
+void XfrmTracker::arm_rescan(std::chrono::milliseconds after) {
+  rescan_timer_.expires_after(after);  // replaces a pending one
+  rescan_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec && !stopping_) rescan_netns();
+  });
+}
+
+void XfrmTracker::watch_netns_dir() {
+  // inotify says at once that a name came or went; the periodic rescan stays
+  // as the fallback (no /run/netns yet, a missed event, a bind mount that was
+  // not there yet when the name appeared).
+  const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) return;
+  if (::inotify_add_watch(fd, "/run/netns", IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM) < 0) {
+    ::close(fd);
+    return;
+  }
+  inotify_.emplace(io_, fd);
+  arm_inotify();
+}
+
+void XfrmTracker::arm_inotify() {
+  inotify_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+    if (ec || stopping_) return;
+    alignas(inotify_event) char buf[4096];
+    while (::read(inotify_->native_handle(), buf, sizeof buf) > 0) {
+    }
+    // `ip netns add` creates the name, then bind-mounts the netns on it.
+    arm_rescan(std::chrono::milliseconds(100));
+    arm_inotify();
+  });
 }
 
 void XfrmTracker::rescan_netns() {
@@ -224,10 +256,7 @@ void XfrmTracker::rescan_netns() {
     arm(**w);
     watchers_.push_back(std::move(*w));
   }
-  rescan_timer_.expires_after(cfg_.netns_rescan);
-  rescan_timer_.async_wait([this](const boost::system::error_code& e) {
-    if (!e) rescan_netns();
-  });
+  arm_rescan(cfg_.netns_rescan);
 }
 
 bool XfrmTracker::alive(const Watcher* w) const {
@@ -509,6 +538,10 @@ void XfrmTracker::classify_replays(const std::string& k) {
 void XfrmTracker::stop() {
   stopping_ = true;
   rescan_timer_.cancel();
+  if (inotify_) {
+    boost::system::error_code ec;
+    inotify_->cancel(ec);
+  }
   corr_timer_.cancel();
   std::vector<std::string> keys;
   for (const auto& [k, b] : replay_) keys.push_back(k);

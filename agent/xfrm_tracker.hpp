@@ -87,6 +87,9 @@ class XfrmTracker {
   void drain(Watcher& w);
   void resync(Watcher& w);
   void rescan_netns();
+  void arm_rescan(std::chrono::milliseconds after);
+  void watch_netns_dir();
+  void arm_inotify();
   void emit_change(Event e);
   void arm_correlator();
   void enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
@@ -101,6 +104,7 @@ class XfrmTracker {
   ChangeCorrelator correlator_;
   boost::asio::steady_timer corr_timer_;
   boost::asio::steady_timer rescan_timer_;
+  std::optional<boost::asio::posix::stream_descriptor> inotify_;  // on /run/netns, with --netns all
   std::map<std::string, std::unique_ptr<ReplayBatch>> replay_;
   // Per-SA counters as last read, to take deltas from: netns|dst|spi|proto.
   std::map<std::string, XfrmStats> last_stats_;

@@ -87,8 +87,10 @@ def main():
                 # A change made before the agent has seen the new netns is not lost:
                 # the first dump of it is written, marked resync.
                 nc.ip("xfrm", "policy", "add", "src", "10.78.6.1/32", "dst", "10.78.6.2/32", "dir", "out")
+                t0 = time.time()
                 early = agent.wait_for(lambda r: r["event"] == "policy-added" and r["src"] == "10.78.6.1",
                                        timeout=5)[0]
+                c.check(time.time() - t0 < 1.5, f"new netns noticed in {time.time() - t0:.2f} s (inotify)")
                 c.check(early["netns"] == nc.name and early.get("resync") is True,
                         "a policy set before the new netns was seen is written on discovery (resync)", early)
                 nc.ip("xfrm", "policy", "add", "src", "10.78.7.1/32", "dst", "10.78.7.2/32", "dir", "fwd",
