@@ -51,12 +51,22 @@ def scan_process(pid: int, key: bytes):
             if path and not path.startswith("[") and path != "":
                 continue  # file-backed text/data of binaries and libraries
             start, end = int(m.group(1), 16), int(m.group(2), 16)
-            try:
-                mem.seek(start)
-                data = mem.read(end - start)
-            except (OSError, ValueError, OverflowError):
-                continue
-            hits += [f"{path or 'anon'}@{start:x}: {h}" for h in scan_bytes(data, key)]
+            if end - start > (1 << 32):
+                continue  # reserved address space (e.g. a sanitizer's shadow), not data
+            # In chunks that overlap by more than a key form, so that nothing
+            # straddling a boundary is missed and memory use stays small.
+            chunk, overlap = 16 << 20, 256
+            pos = start
+            while pos < end:
+                try:
+                    mem.seek(pos)
+                    data = mem.read(min(chunk + overlap, end - pos))
+                except (OSError, ValueError, OverflowError):
+                    break
+                if not data:
+                    break
+                hits += [f"{path or 'anon'}@{pos:x}: {h}" for h in scan_bytes(data, key)]
+                pos += chunk
     return hits
 
 
