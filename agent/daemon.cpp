@@ -132,7 +132,7 @@ int Daemon::run() {
 
   const auto& st = audit_->status();
   agent_event(EventKind::service_started,
-              !st                 ? "IPsec audit started; the kernel audit status cannot be read (no CAP_AUDIT_CONTROL)"
+              !st                ? "IPsec audit started; the kernel audit status cannot be read (no CAP_AUDIT_CONTROL)"
               : st->enabled != 0 ? "IPsec audit started"
                                  : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be "
                                    "recorded",

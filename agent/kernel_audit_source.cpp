@@ -42,9 +42,9 @@ Result<Unit> KernelAuditSource::start() {
   if (!st) {
     // Without CAP_AUDIT_CONTROL the records still arrive (CAP_AUDIT_READ is
     // enough); what is lost is the view of the switch and of `lost`.
-    log(LogLevel::warning, "cannot read the kernel audit status (AUDIT_GET needs CAP_AUDIT_CONTROL): " +
-                               st.error().message +
-                               ". Whether kernel audit is on, and how many records the kernel dropped, is unknown.");
+    log(LogLevel::warning,
+        "cannot read the kernel audit status (AUDIT_GET needs CAP_AUDIT_CONTROL): " + st.error().message +
+            ". Whether kernel audit is on, and how many records the kernel dropped, is unknown.");
   } else {
     status_ = *st;
   }
@@ -212,14 +212,7 @@ void KernelAuditSource::poll_status() {
 }
 
 void KernelAuditSource::emit_lost(std::uint64_t count, bool at_least, const char* counter, std::string message) {
-  Event e;
-  e.kind = EventKind::events_lost;
-  e.source = Source::kernel_audit;
-  e.time = std::chrono::system_clock::now();
-  e.count = count;
-  e.message = std::move(message);
-  e.detail = {{"lost", {{"counter", counter}, {"at_least", at_least}}}};
-  sink_(e);
+  sink_(make_events_lost(Source::kernel_audit, count, counter, at_least, std::move(message)));
 }
 
 }  // namespace ipsec

@@ -332,16 +332,11 @@ void XfrmTracker::drain(Watcher& w) {
 }
 
 void XfrmTracker::emit_lost(const Watcher& w, std::uint64_t count) {
-  Event e;
-  e.kind = EventKind::events_lost;
-  e.source = Source::xfrm;
-  e.time = std::chrono::system_clock::now();
+  Event e = make_events_lost(
+      Source::xfrm, count, "netlink_overrun", true,
+      "the XFRM socket of netns " + w.label + " overran (ENOBUFS): SA/policy change messages were lost, at least " +
+          std::to_string(count) + "; the tables are re-read and what was missed follows as resync records");
   e.netns = w.label;
-  e.count = count;
-  e.message = "the XFRM socket of netns " + w.label +
-              " overran (ENOBUFS): SA/policy change messages were lost, at least " + std::to_string(count) +
-              "; the tables are re-read and what was missed follows as resync records";
-  e.detail = {{"lost", {{"counter", "netlink_overrun"}, {"at_least", true}}}};
   sink_(e);
 }
 
@@ -526,11 +521,7 @@ void XfrmTracker::classify_replays(const std::string& k) {
     } else {
       e.message = "ESP anti-replay check failed (duplicate sequence number inside the replay window)";
     }
-    e.message += " on SPI " + spi_hex(batch->key.spi);
-    if (e.src) e.message += " from " + e.src->to_string();
-    e.message += " to " + batch->key.daddr.to_string();
-    if (e.seq) e.message += ", sequence number " + std::to_string(*e.seq);
-    if (e.flow_label) e.message += ", flow label " + spi_hex(*e.flow_label);
+    append_flow(e.message, e);
     sink_(e);
   }
 }

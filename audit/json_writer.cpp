@@ -65,6 +65,20 @@ void opt_uint(std::string& out, std::string_view k, const std::optional<T>& v) {
     out += "null";
 }
 
+// Written only when present (where the schema says the key may be absent).
+template <typename T>
+void if_uint(std::string& out, std::string_view k, const std::optional<T>& v) {
+  if (!v) return;
+  key(out, k);
+  append_uint(out, *v);
+}
+
+void if_string(std::string& out, std::string_view k, const std::optional<std::string>& v) {
+  if (!v) return;
+  key(out, k);
+  append_json_string(out, *v);
+}
+
 void opt_addr(std::string& out, std::string_view k, const std::optional<IpAddress>& a) {
   key(out, k);
   if (a)
@@ -197,47 +211,23 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   append_json_string(out, host_);
   key(out, "message");
   append_json_string(out, e.message);
-  if (e.replay_detail) {
-    key(out, "replay_detail");
-    append_json_string(out, *e.replay_detail);
-  }
-  if (e.netns) {
-    key(out, "netns");
-    append_json_string(out, *e.netns);
-  }
-  if (e.correlation) {
-    key(out, "correlation");
-    append_json_string(out, *e.correlation);
-  }
+  if_string(out, "replay_detail", e.replay_detail);
+  if_string(out, "netns", e.netns);
+  if_string(out, "correlation", e.correlation);
   if (e.audit) {
     const auto& a = *e.audit;
     key(out, "audit");
     out += "{\"op\":";
     append_json_string(out, a.op);
-    if (a.auid) {
-      key(out, "auid");
-      append_uint(out, *a.auid);
-    }
-    if (a.ses) {
-      key(out, "ses");
-      append_uint(out, *a.ses);
-    }
-    if (a.subj) {
-      key(out, "subj");
-      append_json_string(out, *a.subj);
-    }
+    if_uint(out, "auid", a.auid);
+    if_uint(out, "ses", a.ses);
+    if_string(out, "subj", a.subj);
     if (a.res) {
       key(out, "res");
       append_int(out, *a.res);
     }
-    if (a.src_prefixlen) {
-      key(out, "src_prefixlen");
-      append_uint(out, *a.src_prefixlen);
-    }
-    if (a.dst_prefixlen) {
-      key(out, "dst_prefixlen");
-      append_uint(out, *a.dst_prefixlen);
-    }
+    if_uint(out, "src_prefixlen", a.src_prefixlen);
+    if_uint(out, "dst_prefixlen", a.dst_prefixlen);
     if (!a.other.empty()) {
       key(out, "fields");
       out += '{';

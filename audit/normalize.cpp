@@ -32,6 +32,8 @@ constexpr OpMap kOps[] = {
     {"SPD-delete", EventKind::policy_deleted, "policy deleted"},
 };
 
+}  // namespace
+
 void append_flow(std::string& m, const Event& e) {
   if (e.spi) m += " on SPI " + spi_hex(*e.spi);
   if (e.src) m += " from " + e.src->to_string();
@@ -40,7 +42,16 @@ void append_flow(std::string& m, const Event& e) {
   if (e.flow_label) m += ", flow label " + spi_hex(*e.flow_label);
 }
 
-}  // namespace
+Event make_events_lost(Source source, std::uint64_t count, const char* counter, bool at_least, std::string message) {
+  Event e;
+  e.kind = EventKind::events_lost;
+  e.source = source;
+  e.time = std::chrono::system_clock::now();
+  e.count = count;
+  e.message = std::move(message);
+  e.detail = {{"lost", {{"counter", counter}, {"at_least", at_least}}}};
+  return e;
+}
 
 Event event_from_ipsec_audit(const IpsecAuditRecord& rec, std::chrono::system_clock::time_point received) {
   Event e;

@@ -10,6 +10,14 @@ namespace ipsec {
 
 Event event_from_ipsec_audit(const IpsecAuditRecord& rec, std::chrono::system_clock::time_point received);
 
+// Appends " on SPI 0x.. from A to B, sequence number N, flow label 0x.." for
+// what the event has.
+void append_flow(std::string& message, const Event& e);
+
+// An events-lost record: `counter` names what said so, `at_least` when the
+// kernel gave no exact count.
+Event make_events_lost(Source source, std::uint64_t count, const char* counter, bool at_least, std::string message);
+
 // "0x1001"-style SPI text for messages.
 std::string spi_hex(std::uint32_t spi);
 
