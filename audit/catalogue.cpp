@@ -27,7 +27,7 @@ constexpr std::array<CatalogueEntry, kEventKindCount> kTable{{
     {K::sa_deleted, "sa-deleted", std::nullopt, S},
     {K::policy_added, "policy-added", std::nullopt, S},
     {K::policy_deleted, "policy-deleted", std::nullopt, S},
-    {K::events_lost, "events-lost", std::nullopt, F},
+    {K::events_lost, "events-lost", std::nullopt, F, true},
     {K::kernel_ipsec_event, "kernel-ipsec-event", std::nullopt, S},
     {K::sa_expired, "sa-expired", std::nullopt, S},
     {K::policy_expired, "policy-expired", std::nullopt, S},
@@ -35,6 +35,12 @@ constexpr std::array<CatalogueEntry, kEventKindCount> kTable{{
     {K::acquire, "acquire", std::nullopt, S},
     {K::nat_mapping_changed, "nat-mapping-changed", std::nullopt, S},
     {K::sa_migrated, "sa-migrated", std::nullopt, S},
+    {K::audit_policy_changed, "audit-policy-changed", std::nullopt, S, true},
+    {K::config_reloaded, "config-reloaded", std::nullopt, S},
+    {K::config_rejected, "config-rejected", std::nullopt, F},
+    {K::kernel_audit_changed, "kernel-audit-changed", std::nullopt, F, true},
+    {K::output_failed, "output-failed", std::nullopt, F, true},
+    {K::output_recovered, "output-recovered", std::nullopt, S, true},
 }};
 
 constexpr bool table_in_enum_order() {

@@ -16,6 +16,10 @@ struct CatalogueEntry {
   std::string_view name;
   std::optional<int> windows_id;
   AuditClass audit_class;
+  // Records about the audit trail itself (loss, policy changes, kernel audit
+  // switched off, failing outputs): written whatever the Success/Failure
+  // switches say.
+  bool always_written{false};
 };
 
 const CatalogueEntry& catalogue(EventKind k);

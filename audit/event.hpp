@@ -44,8 +44,14 @@ enum class EventKind : std::uint8_t {
   acquire,
   nat_mapping_changed,
   sa_migrated,
+  audit_policy_changed,  // the Success/Failure switch changed (ipsec-auditctl)
+  config_reloaded,       // SIGHUP: a new config was applied
+  config_rejected,       // SIGHUP: the new config was refused, the last good one runs on
+  kernel_audit_changed,  // kernel audit state (enabled, failure mode, backlog) changed or is unsafe
+  output_failed,         // a sink failed (disk full, journald gone, file replaced)
+  output_recovered,      // a failed sink works again
 };
-inline constexpr std::size_t kEventKindCount = static_cast<std::size_t>(EventKind::sa_migrated) + 1;
+inline constexpr std::size_t kEventKindCount = static_cast<std::size_t>(EventKind::output_recovered) + 1;
 
 enum class AuditClass : std::uint8_t { success, failure };
 

@@ -6,7 +6,8 @@ namespace ipsec {
 
 void Pipeline::submit(const Event& e) {
   ++stats_.submitted;
-  if (!policy_.allows(catalogue(e.kind).audit_class)) {
+  const auto& c = catalogue(e.kind);
+  if (!c.always_written && !policy_.allows(c.audit_class)) {
     ++stats_.suppressed;
     return;
   }

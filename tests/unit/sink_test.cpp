@@ -85,3 +85,21 @@ TEST(Pipeline, PolicySuppressesByClass) {
   EXPECT_EQ(null->stats().written, 4u);
   EXPECT_EQ(p.stats().suppressed, 2u);
 }
+
+TEST(Pipeline, AuditTrailRecordsBypassThePolicy) {
+  Pipeline p("h");
+  auto* null = new NullSink();
+  p.add_sink(std::unique_ptr<Sink>(null));
+  p.set_policy(AuditPolicy{false, false});
+  for (auto k : {EventKind::events_lost, EventKind::audit_policy_changed, EventKind::kernel_audit_changed,
+                 EventKind::output_failed, EventKind::output_recovered}) {
+    Event e;
+    e.kind = k;
+    p.submit(e);
+  }
+  Event drop;
+  drop.kind = EventKind::incorrect_spi;
+  p.submit(drop);
+  EXPECT_EQ(null->stats().written, 5u);
+  EXPECT_EQ(p.stats().suppressed, 1u);
+}
