@@ -1218,7 +1218,7 @@ TEST(Netns, SocketLivesInTheNamespaceAndTheThreadComesBack) {
         auto r = parse_xfrm_message(m);
         if (r && std::holds_alternative<XfrmNewPolicy>(*r)) policies.push_back(std::get<XfrmNewPolicy>(*r).policy);
       },
-      false);
+      ReplyKind::dump);
   EXPECT_TRUE(t) << (t ? "" : t.error().message);
   ASSERT_EQ(policies.size(), 1u);
   EXPECT_EQ(policies[0].selector.saddr, ip("10.77.0.0"));
