@@ -150,8 +150,8 @@ int Daemon::run() {
         "the agent runs outside the initial network namespace: the kernel sends audit records there only, so no "
         "kernel audit record (packet failures, who made a change) will arrive. Run it in the initial namespace and "
         "watch others with --netns.");
-  nlohmann::json ka = kernel_audit_detail();
-  ka["initial_netns"] = init_netns ? nlohmann::json(*init_netns) : nlohmann::json("unknown");
+  const nlohmann::json agent_netns = {{"initial", init_netns ? nlohmann::json(*init_netns) : nlohmann::json("unknown")},
+                                       {"label", own_netns_label()}};
   nlohmann::json xd = {{"netns_watched", xfrm_->watched()},
                        {"sas", xfrm_->sa_count()},
                        {"policies", xfrm_->policy_count()},
@@ -164,7 +164,10 @@ int Daemon::run() {
               : st->enabled != 0  ? "IPsec audit started"
                                   : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be "
                                     "recorded",
-              {{"version", IPSEC_AUDIT_VERSION}, {"kernel_audit", std::move(ka)}, {"xfrm", std::move(xd)}});
+              {{"version", IPSEC_AUDIT_VERSION},
+               {"kernel_audit", kernel_audit_detail()},
+               {"agent_netns", agent_netns},
+               {"xfrm", std::move(xd)}});
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
   io_.run();
