@@ -249,7 +249,9 @@ bool XfrmTracker::alive(const Watcher* w) const {
 
 void XfrmTracker::drop(Watcher* w, const std::string& why) {
   if (!why.empty()) log(LogLevel::info, why);
+  abandon_inflight(w);
   std::erase_if(watchers_, [w](const std::unique_ptr<Watcher>& x) { return x.get() == w; });
+  maybe_stopped();
 }
 
 void XfrmTracker::arm(Watcher& w) {
@@ -466,10 +468,10 @@ void XfrmTracker::classify_replays(const std::string& k) {
     return;
   }
   ++stats_.getsa_requests;
-  ++replays_waiting_;
   auto fresh = std::make_shared<std::optional<XfrmSa>>();
   const SaKey key = batch->key;
-  auto held = std::make_shared<std::unique_ptr<ReplayBatch>>(std::move(batch));
+  const std::uint64_t id = next_inflight_++;
+  inflight_.emplace(id, InFlight{k, std::move(batch)});
   w->requester->request(
       [key](std::uint32_t seq) { return build_xfrm_get_sa(seq, key.daddr, key.spi, key.proto); },
       ReplyKind::reply_and_ack,
@@ -478,12 +480,28 @@ void XfrmTracker::classify_replays(const std::string& k) {
         if (p)
           if (auto* n = std::get_if<XfrmNewSa>(&*p)) *fresh = n->sa;
       },
-      [this, k, fresh, held](const Result<Unit>&) {
-        --replays_waiting_;
+      [this, id, fresh](const Result<Unit>&) {
+        auto f = inflight_.find(id);
+        if (f == inflight_.end()) return;  // already decided (its netns went away)
+        InFlight held = std::move(f->second);
+        inflight_.erase(f);
         // A GETSA that failed or timed out leaves `fresh` empty: basis unknown.
-        finish_replays(std::move(*held), k, std::move(*fresh));
+        finish_replays(std::move(held.batch), held.key, std::move(*fresh));
         maybe_stopped();
       });
+}
+
+void XfrmTracker::abandon_inflight(const Watcher* w) {
+  // Their GETSA will not be answered to us: decided now, basis unknown.
+  for (auto it = inflight_.begin(); it != inflight_.end();) {
+    if (w != nullptr && it->second.batch->watcher != w) {
+      ++it;
+      continue;
+    }
+    InFlight held = std::move(it->second);
+    it = inflight_.erase(it);
+    finish_replays(std::move(held.batch), held.key, std::nullopt);
+  }
 }
 
 void XfrmTracker::finish_replays(std::unique_ptr<ReplayBatch> batch, const std::string& k,
@@ -541,9 +559,8 @@ void XfrmTracker::stop(std::function<void()> done) {
   // What the kernel has already queued is read and written before the end.
   for (std::size_t i = 0; i < watchers_.size();) {
     Watcher* w = watchers_[i].get();
-    if (w->ready && !w->resyncing) {
-      if (!drain(*w, INT32_MAX)) continue;  // dropped: the same index is the next one
-    }
+    if (w->ready && !w->resyncing && !drain(*w, INT32_MAX) && !alive(w))
+      continue;  // dropped: the same index is the next one
     ++i;
   }
   for (auto& w : watchers_)
@@ -559,7 +576,7 @@ void XfrmTracker::stop(std::function<void()> done) {
 }
 
 void XfrmTracker::maybe_stopped() {
-  if (!stopping_ || replays_waiting_ > 0 || !stopped_) return;
+  if (!stopping_ || !inflight_.empty() || !stopped_) return;
   corr_timer_.cancel();
   for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
   auto done = std::move(stopped_);
@@ -579,7 +596,7 @@ void XfrmTracker::abandon() {
       w->desc->cancel(ec);
     }
   }
-  replays_waiting_ = 0;
+  abandon_inflight(nullptr);
   std::vector<std::string> keys;
   for (const auto& [k, b] : replay_) keys.push_back(k);
   for (const auto& k : keys) {

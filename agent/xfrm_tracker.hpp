@@ -111,6 +111,8 @@ class XfrmTracker {
   void finish_replays(std::unique_ptr<ReplayBatch> batch, const std::string& k, std::optional<XfrmSa> fresh);
   void emit_lost(const Watcher& w, std::uint64_t count);
   void maybe_stopped();
+  // Decides the in-flight replay batches of `w` (all when null) as unknown.
+  void abandon_inflight(const Watcher* w);
 
   boost::asio::io_context& io_;
   Config cfg_;
@@ -127,7 +129,13 @@ class XfrmTracker {
   XfrmTrackerStats stats_;
   std::size_t starting_{0};       // first dumps still running at start
   std::optional<Error> start_error_;
-  std::size_t replays_waiting_{0};  // GETSAs in flight
+  // Replay batches whose GETSA is in flight, by request.
+  struct InFlight {
+    std::string key;
+    std::unique_ptr<ReplayBatch> batch;
+  };
+  std::map<std::uint64_t, InFlight> inflight_;
+  std::uint64_t next_inflight_{0};
   std::function<void()> stopped_;   // stop()'s callback, until nothing waits
   bool stopping_{false};
 };
