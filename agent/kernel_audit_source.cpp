@@ -98,9 +98,7 @@ void KernelAuditSource::stop() {
     desc_->cancel(ec);
   }
   // Records the kernel has already queued are written before the end.
-  if (mcast_)
-    while (drain(1024)) {
-    }
+  if (mcast_) (void)drain(64 * kBatch);  // bounded: a busy kernel must not hold up the end
   if (!we_enabled_ || !control_) return;
   // Only if nobody has taken over since: a registered audit daemon owns the flag.
   auto st = query_status();

@@ -19,6 +19,9 @@ namespace ipsec {
 
 namespace {
 constexpr int kBatch = 256;
+// At stop: what was queued, bounded (a socket that never runs dry must not
+// hold up the end).
+constexpr int kStopBatch = 64 * kBatch;
 constexpr std::size_t kBufferSize = 64 * 1024;
 
 std::string key_text(const std::string& netns, const SaKey& k) {
@@ -559,7 +562,7 @@ void XfrmTracker::stop(std::function<void()> done) {
   // What the kernel has already queued is read and written before the end.
   for (std::size_t i = 0; i < watchers_.size();) {
     Watcher* w = watchers_[i].get();
-    if (w->ready && !w->resyncing && !drain(*w, INT32_MAX) && !alive(w))
+    if (w->ready && !w->resyncing && !drain(*w, kStopBatch) && !alive(w))
       continue;  // dropped: the same index is the next one
     ++i;
   }
