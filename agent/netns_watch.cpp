@@ -6,12 +6,14 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <string>
 
 namespace ipsec {
 
 namespace {
-// Fixed inodes of the initial namespaces (include/linux/proc_ns.h). The net
-// one exists since Linux 6.9 (PROC_NET_INIT_INO); the PID one since 3.8.
+// Fixed inodes of the initial namespaces (include/linux/proc_ns.h): the PID
+// one for long, the net one (PROC_NET_INIT_INO) only on recent kernels.
 constexpr ino_t kInitNetIno = 0xEFFFFFF9U;
 constexpr ino_t kInitPidIno = 0xEFFFFFFCU;
 
@@ -25,13 +27,16 @@ std::optional<bool> in_initial_netns() {
   struct stat self = {};
   if (::stat("/proc/self/ns/net", &self) != 0) return std::nullopt;
   if (self.st_ino == kInitNetIno) return true;
-  struct stat pid = {}, one = {};
-  // PID 1 is the host's init only in the initial PID namespace.
+  // Kernel threads live in the initial network namespace, and in the initial
+  // PID namespace PID 2 is kthreadd (PID 1 may be unreadable, as in some
+  // sandboxes). Elsewhere PIDs 1 and 2 are the container's own: cannot tell.
+  struct stat pid = {}, kthread = {};
   if (::stat("/proc/self/ns/pid", &pid) != 0 || pid.st_ino != kInitPidIno) return std::nullopt;
-  if (::stat("/proc/1/ns/net", &one) != 0) return std::nullopt;
-  // With the fixed inode in this kernel, a different one is another netns.
-  if (one.st_ino == kInitNetIno) return false;
-  return one.st_dev == self.st_dev && one.st_ino == self.st_ino;
+  std::ifstream comm("/proc/2/comm");
+  std::string name;
+  if (!std::getline(comm, name) || name != "kthreadd") return std::nullopt;
+  if (::stat("/proc/2/ns/net", &kthread) != 0) return std::nullopt;
+  return kthread.st_dev == self.st_dev && kthread.st_ino == self.st_ino;
 }
 
 std::string own_netns_label() {

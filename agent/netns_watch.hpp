@@ -68,8 +68,9 @@ std::string own_netns_label();
 
 // Whether the agent runs in the initial network namespace: kernel audit
 // multicasts records there only (elsewhere the join succeeds and nothing ever
-// arrives). nullopt when it cannot be told (an older kernel without the fixed
-// init_net inode, inside a PID namespace where PID 1 is not the host's init).
+// arrives). By the fixed init_net inode where the kernel has one, else by
+// kthreadd's namespace; nullopt when neither can be read (inside a PID
+// namespace of its own, PID 2 is not kthreadd).
 std::optional<bool> in_initial_netns();
 
 }  // namespace ipsec

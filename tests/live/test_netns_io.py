@@ -5,6 +5,8 @@ on this machine's kernel (XFRM, no ESP), in namespaces the test creates:
   (the dead one is dropped, the new one watched), with --netns all and with an
   explicit --netns NAME that is not there at start and appears later;
 - a namespace given by path (/proc/PID/ns/net) is watched and named by it;
+- an agent started outside the initial netns (where no audit record ever
+  arrives) says so;
 - a start-up dump of 10,000 policies completes and is counted before READY;
 - changes the kernel queued before SIGTERM are written before service-stopped.
 No check depends on how fast the machine is: every wait is for a record."""
@@ -73,6 +75,18 @@ def main():
         finally:
             sh("ip", "netns", "del", late, check=False)
         agent.stop()
+
+    # Started outside the initial netns: kernel audit records never arrive
+    # there, and the agent says so at start.
+    with Netns("ioout") as no:
+        with Agent(a.agent, wrap=("ip", "netns", "exec", no.name)) as agent:
+            s = agent.wait_for(lambda r: r["event"] == "service-started")[0]
+            agent.stop()
+            c.check(s["agent_netns"] == {"initial": False, "label": no.name}
+                    and "outside the initial network namespace" in s["message"]
+                    and "outside the initial network namespace" in agent.stderr(),
+                    "outside the initial netns: said in service-started and in the log",
+                    (s.get("agent_netns"), s["message"]))
 
     # By path: a namespace with no name at all.
     holder = subprocess.Popen(["unshare", "--net", "sleep", "120"])
