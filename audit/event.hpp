@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "audit/sa_context.hpp"
 #include "xfrm/audit_record.hpp"
 #include "xfrm/ip_address.hpp"
 
@@ -82,9 +83,14 @@ struct Event {
   std::optional<std::string> replay_detail;
   // The network namespace an XFRM-derived event happened in.
   std::optional<std::string> netns;
-  // The SA context as a serialised JSON object, shared by every event on that
-  // SA (built once when the SA is learnt; never holds key material).
-  std::shared_ptr<const std::string> sa_json;
+  // The SA the event concerns (the record's `sa` object), shared by every
+  // event on that state of the SA; never holds key material.
+  std::shared_ptr<const SaContext> sa;
+  // Packet events: how the SA was picked among several with the event's
+  // (dst, SPI), and the SAs it was picked from or, on incorrect-spi, the SAs
+  // with that (dst, SPI) the kernel did not match.
+  SaMatch sa_match{SaMatch::none};
+  std::vector<SaCandidate> sa_candidates;
   // How a kernel audit SAD/SPD record was joined with the XFRM message for the
   // same change: "matched", "ambiguous", "none" (no audit record came),
   // "unmatched" (no XFRM message came, e.g. an unwatched netns).
