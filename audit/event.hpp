@@ -69,6 +69,23 @@ struct KernelAuditFields {
   std::vector<std::pair<std::string, std::string>> other;
 };
 
+// How a kernel audit SAD/SPD record was joined with the XFRM message for the
+// same change.
+enum class Correlation : std::uint8_t {
+  matched,    // one XFRM message, one audit record
+  paired,     // several of each, the audit records identical in all they say: joined in arrival order
+  ambiguous,  // several, the audit records differ (who did which is unknown): see audit_candidates
+  none,       // no audit record came (e.g. kernel audit off)
+  unmatched,  // no XFRM message came (e.g. an unwatched netns)
+};
+const char* correlation_name(Correlation c);
+
+// One of the kernel audit records an ambiguous change may belong to.
+struct AuditCandidate {
+  std::optional<AuditHeader> kernel;
+  KernelAuditFields audit;
+};
+
 struct Event {
   EventKind kind{EventKind::kernel_ipsec_event};
   Source source{Source::agent};
@@ -92,9 +109,10 @@ struct Event {
   SaMatch sa_match{SaMatch::none};
   std::vector<SaCandidate> sa_candidates;
   // How a kernel audit SAD/SPD record was joined with the XFRM message for the
-  // same change: "matched", "ambiguous", "none" (no audit record came),
-  // "unmatched" (no XFRM message came, e.g. an unwatched netns).
-  std::optional<std::string> correlation;
+  // same change (ChangeCorrelator); the audit records it could not tell apart
+  // when it was ambiguous.
+  std::optional<Correlation> correlation;
+  std::vector<AuditCandidate> audit_candidates;
   // Rare, agent-made detail (service status, loss counters); null when unused.
   nlohmann::json detail;
 };

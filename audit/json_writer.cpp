@@ -245,6 +245,37 @@ void append_sa(std::string& out, const SaContext& c) {
   out += '}';
 }
 
+// The `audit` object (what the kernel audit record said beyond the packet
+// fields); with `serial`, an audit candidate of an ambiguous change.
+void append_audit(std::string& out, const KernelAuditFields& a, std::optional<std::uint64_t> serial) {
+  out += "{\"op\":";
+  append_json_string(out, a.op);
+  if_uint(out, "audit_serial", serial);
+  if_uint(out, "auid", a.auid);
+  if_uint(out, "ses", a.ses);
+  if_string(out, "subj", a.subj);
+  if (a.res) {
+    key(out, "res");
+    append_int(out, *a.res);
+  }
+  if_uint(out, "src_prefixlen", a.src_prefixlen);
+  if_uint(out, "dst_prefixlen", a.dst_prefixlen);
+  if (!a.other.empty()) {
+    key(out, "fields");
+    out += '{';
+    bool first = true;
+    for (const auto& [k, v] : a.other) {
+      if (!first) out += ',';
+      first = false;
+      append_json_string(out, k);
+      out += ':';
+      append_json_string(out, v);
+    }
+    out += '}';
+  }
+  out += '}';
+}
+
 // One candidate of an ambiguous match, or an SA the kernel did not match.
 void append_candidate(std::string& out, const SaCandidate& c) {
   const SaContext& s = *c.sa;
@@ -387,7 +418,7 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   append_json_string(out, e.message);
   if_string(out, "replay_detail", e.replay_detail);
   if_string(out, "netns", e.netns);
-  if_string(out, "correlation", e.correlation);
+  if (e.correlation) string_member(out, "correlation", correlation_name(*e.correlation));
   if (e.sa_match != SaMatch::none) string_member(out, "sa_match", sa_match_name(e.sa_match));
   if (!e.sa_candidates.empty()) {
     key(out, "sa_candidates");
@@ -399,33 +430,18 @@ void JsonWriter::write(const Event& e, std::string& out) const {
     out += ']';
   }
   if (e.audit) {
-    const auto& a = *e.audit;
     key(out, "audit");
-    out += "{\"op\":";
-    append_json_string(out, a.op);
-    if_uint(out, "auid", a.auid);
-    if_uint(out, "ses", a.ses);
-    if_string(out, "subj", a.subj);
-    if (a.res) {
-      key(out, "res");
-      append_int(out, *a.res);
+    append_audit(out, *e.audit, std::nullopt);
+  }
+  if (!e.audit_candidates.empty()) {
+    key(out, "audit_candidates");
+    out += '[';
+    for (std::size_t i = 0; i < e.audit_candidates.size(); ++i) {
+      if (i) out += ',';
+      const auto& c = e.audit_candidates[i];
+      append_audit(out, c.audit, c.kernel ? std::optional<std::uint64_t>(c.kernel->serial) : std::nullopt);
     }
-    if_uint(out, "src_prefixlen", a.src_prefixlen);
-    if_uint(out, "dst_prefixlen", a.dst_prefixlen);
-    if (!a.other.empty()) {
-      key(out, "fields");
-      out += '{';
-      bool first = true;
-      for (const auto& [k, v] : a.other) {
-        if (!first) out += ',';
-        first = false;
-        append_json_string(out, k);
-        out += ':';
-        append_json_string(out, v);
-      }
-      out += '}';
-    }
-    out += '}';
+    out += ']';
   }
   if (e.detail.is_object()) {
     for (const auto& [k, v] : e.detail.items()) {

@@ -49,6 +49,8 @@ int main() {
     full.sa_candidates = {SaCandidate{sa, full.kind == EventKind::incorrect_spi ? CandidateReason::other_mark_or_netns
                                                                                   : CandidateReason::none}};
     if (full.kind != EventKind::incorrect_spi) full.sa_match = SaMatch::ambiguous;
+    full.correlation = static_cast<Correlation>(i % 5);
+    if (full.audit) full.audit_candidates = {AuditCandidate{full.kernel, *full.audit}};
     for (const Event* e : {&full, &bare}) {
       line.clear();
       w.write(*e, line);
