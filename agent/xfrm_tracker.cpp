@@ -11,9 +11,11 @@
 #include "agent/netlink_requester.hpp"
 #include "audit/normalize.hpp"
 #include "audit/replay_classifier.hpp"
+#include "audit/sa_match.hpp"
 #include "xfrm/netns.hpp"
 #include "xfrm/secure_buffer.hpp"
 #include "xfrm/xfrm_message.hpp"
+#include "xfrm/xfrm_request.hpp"
 
 namespace ipsec {
 
@@ -25,7 +27,8 @@ constexpr int kStopBatch = 64 * kBatch;
 constexpr std::size_t kBufferSize = 64 * 1024;
 
 std::string key_text(const std::string& netns, const SaKey& k) {
-  return netns + "|" + k.daddr.to_string() + "|" + std::to_string(k.spi) + "|" + std::to_string(k.proto);
+  return netns + "|" + k.daddr.to_string() + "|" + std::to_string(k.spi) + "|" + std::to_string(k.proto) + "|" +
+         std::to_string(k.mark_value) + "/" + std::to_string(k.mark_mask) + "|" + std::to_string(k.if_id);
 }
 
 bool is_packet_event(EventKind k) {
@@ -56,7 +59,7 @@ struct XfrmTracker::Watcher {
 
 struct XfrmTracker::ReplayBatch {
   Watcher* watcher{nullptr};
-  SaKey key;
+  XfrmSaRef key;  // with the SA's mark: GETSA finds a marked SA only by it
   std::vector<Event> events;
   std::optional<boost::asio::steady_timer> timer;
 };
@@ -377,40 +380,10 @@ void XfrmTracker::arm_correlator() {
 }
 
 void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits) {
-  if (!e.dst || !e.spi) return;
-  // Kernel audit names no netns and no direction; the event kind does say the
-  // direction (an overflow is outbound, the rest inbound). An SA known to run
-  // the other way is not a candidate; one known to run this way beats one of
-  // unknown direction. Among equals nothing is guessed.
-  const std::string want = e.kind == EventKind::sequence_overflow ? "out" : "in";
-  std::vector<std::pair<Watcher*, const SaEntry*>> same, unknown;
-  std::size_t all = 0;
-  for (const auto& w : watchers_)
-    for (const SaEntry* s : w->table.find(*e.dst, *e.spi)) {
-      ++all;
-      if (s->direction == want)
-        same.emplace_back(w.get(), s);
-      else if (s->direction == "unknown")
-        unknown.emplace_back(w.get(), s);
-    }
-  hits = same.empty() ? std::move(unknown) : std::move(same);
-  if (hits.size() == 1) {
-    e.sa_json = hits[0].second->json;
-    e.netns = hits[0].first->label;
-    // Say so when other SAs had this (dst, SPI) and the direction set them aside.
-    if (all > 1) e.detail["sa_match"] = "by-direction";
-  } else if (hits.size() > 1) {
-    nlohmann::json cands = nlohmann::json::array();
-    for (const auto& [w, s] : hits)
-      cands.push_back({{"netns", w->label},
-                       {"proto", proto_name(s->sa.proto)},
-                       {"spi", s->sa.spi},
-                       {"src", s->sa.saddr.to_string()},
-                       {"dst", s->sa.daddr.to_string()},
-                       {"direction", s->direction}});
-    e.detail["sa_match"] = "ambiguous";
-    e.detail["sa_candidates"] = std::move(cands);
-  }
+  std::vector<const XfrmTable*> tables;
+  tables.reserve(watchers_.size());
+  for (const auto& w : watchers_) tables.push_back(&w->table);
+  for (const auto& [i, s] : match_packet_event(e, tables).hits) hits.emplace_back(watchers_[i].get(), s);
 }
 
 void XfrmTracker::on_audit_event(Event e) {
@@ -438,13 +411,12 @@ void XfrmTracker::on_audit_event(Event e) {
     sink_(e);
     return;
   }
-  const SaKey key = sa_key(hits[0].second->sa);
-  const std::string k = key_text(hits[0].first->label, key);
+  const std::string k = key_text(hits[0].first->label, sa_key(hits[0].second->sa));
   auto& batch = replay_[k];
   if (!batch) {
     batch = std::make_unique<ReplayBatch>();
     batch->watcher = hits[0].first;
-    batch->key = key;
+    batch->key = sa_ref(hits[0].second->sa);
     if (!last_stats_.contains(k)) last_stats_[k] = hits[0].second->sa.stats;
   }
   batch->events.push_back(std::move(e));
@@ -472,11 +444,11 @@ void XfrmTracker::classify_replays(const std::string& k) {
   }
   ++stats_.getsa_requests;
   auto fresh = std::make_shared<std::optional<XfrmSa>>();
-  const SaKey key = batch->key;
+  const XfrmSaRef key = batch->key;
   const std::uint64_t id = next_inflight_++;
   inflight_.emplace(id, InFlight{k, std::move(batch)});
   w->requester->request(
-      [key](std::uint32_t seq) { return build_xfrm_get_sa(seq, key.daddr, key.spi, key.proto); },
+      [key](std::uint32_t seq) { return build_xfrm_get_sa(seq, key); },
       ReplyKind::reply_and_ack,
       [fresh](const NetlinkMessage& m) {
         auto p = parse_xfrm_message(m);
@@ -530,7 +502,7 @@ void XfrmTracker::finish_replays(std::unique_ptr<ReplayBatch> batch, const std::
                                               : 0;
   const std::uint32_t window = fresh->replay_esn ? fresh->replay_esn->replay_window : fresh->replay_window;
   for (auto& e : batch->events) {
-    if (entry) e.sa_json = entry->json;
+    if (entry) e.sa = wp->table.context(*entry);
     const ReplayVerdict v = classify_replay(n, before, after, e.seq, top, window);
     const bool too_low = v.below_window;
     if (v.exact) {

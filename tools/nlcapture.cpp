@@ -31,7 +31,9 @@
 #include "xfrm/netlink_socket.hpp"
 #include "xfrm/netns.hpp"
 #include "xfrm/secure_buffer.hpp"
+#include "xfrm/xfrm_format.hpp"
 #include "xfrm/xfrm_message.hpp"
+#include "xfrm/xfrm_request.hpp"
 
 using namespace ipsec;
 
@@ -144,7 +146,8 @@ Options parse_options(int argc, char** argv) {
       const auto spi = parse_number(args[i + 2]);
       const auto proto = parse_number(args[i + 3]);
       if (!daddr || !spi || !proto || *spi > 0xffffffffUL || *proto > 255) usage_error("bad --get-sa arguments");
-      o.request = build_xfrm_get_sa(1, *daddr, static_cast<std::uint32_t>(*spi), static_cast<std::uint8_t>(*proto));
+      o.request = build_xfrm_get_sa(
+          1, XfrmSaRef{*daddr, static_cast<std::uint32_t>(*spi), static_cast<std::uint8_t>(*proto), {}, {}});
       i += 3;
     } else if (a == "--request") {
       need(i, 1);

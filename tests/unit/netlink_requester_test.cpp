@@ -13,6 +13,7 @@
 
 #include "xfrm/netns.hpp"
 #include "xfrm/xfrm_message.hpp"
+#include "xfrm/xfrm_request.hpp"
 
 using namespace ipsec;
 
@@ -79,7 +80,7 @@ TEST_F(RequesterTest, RefusedRequestFails) {
   auto rq = requester();
   std::optional<Result<Unit>> got;
   // GETSA for an SA that does not exist: ESRCH.
-  rq->request([](std::uint32_t seq) { return build_xfrm_get_sa(seq, *IpAddress::parse("10.9.9.9"), 0x1234, 50); },
+  rq->request([](std::uint32_t seq) { return build_xfrm_get_sa(seq, XfrmSaRef{*IpAddress::parse("10.9.9.9"), 0x1234, 50, std::nullopt, std::nullopt}); },
               ReplyKind::reply_and_ack, [](const NetlinkMessage&) {}, [&](const Result<Unit>& r) { got = r; });
   io_.run();
   ASSERT_TRUE(got);
