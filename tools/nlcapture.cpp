@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <poll.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -199,7 +200,12 @@ int decode(const std::string& path) {
     std::fprintf(stderr, "nlcapture: cannot read %s\n", path.c_str());
     return 1;
   }
-  const std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // A capture of SA messages holds keys: wiped before it is freed, on every path.
+  struct Wipe {
+    std::vector<std::uint8_t>& d;
+    ~Wipe() { explicit_bzero(d.data(), d.size()); }
+  } wipe{data};
   int status = 0;
   auto walk = for_each_netlink_message(Bytes(data), [&](const NetlinkMessage& m) {
     if (m.type == NLMSG_DONE || m.type == NLMSG_ERROR || m.type == NLMSG_NOOP) {
