@@ -10,7 +10,6 @@
 #include "agent/log.hpp"
 #include "agent/netlink_requester.hpp"
 #include "audit/normalize.hpp"
-#include "audit/replay_classifier.hpp"
 #include "audit/sa_match.hpp"
 #include "xfrm/netns.hpp"
 #include "xfrm/secure_buffer.hpp"
@@ -25,11 +24,6 @@ constexpr int kBatch = 256;
 // hold up the end).
 constexpr int kStopBatch = 64 * kBatch;
 constexpr std::size_t kBufferSize = 64 * 1024;
-
-std::string key_text(const std::string& netns, const SaKey& k) {
-  return netns + "|" + k.daddr.to_string() + "|" + std::to_string(k.spi) + "|" + std::to_string(k.proto) + "|" +
-         std::to_string(k.mark_value) + "/" + std::to_string(k.mark_mask) + "|" + std::to_string(k.if_id);
-}
 
 bool is_packet_event(EventKind k) {
   return k == EventKind::integrity_check_failed || k == EventKind::replay_check_failed ||
@@ -57,13 +51,6 @@ struct XfrmTracker::Watcher {
   }
 };
 
-struct XfrmTracker::ReplayBatch {
-  Watcher* watcher{nullptr};
-  XfrmSaRef key;  // with the SA's mark: GETSA finds a marked SA only by it
-  std::vector<Event> events;
-  std::optional<boost::asio::steady_timer> timer;
-};
-
 // What one dump collects (SAs, policies, the default policy).
 struct XfrmTracker::Dump {
   std::vector<XfrmSa> sas;
@@ -79,7 +66,17 @@ XfrmTracker::XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink
       fatal_(std::move(fatal)),
       netns_(io, cfg_.netns, cfg_.netns_rescan, [this] { rescan_netns(); }),
       correlator_(cfg_.correlation_window),
-      corr_timer_(io) {}
+      corr_timer_(io),
+      replays_(
+          io, cfg_.replay_coalesce, [this](const Event& e) { sink_(e); },
+          [this](const void* owner, const XfrmSa& fresh, std::vector<Event>& events) {
+            for (const auto& w : watchers_) {
+              if (w.get() != owner) continue;
+              if (const SaEntry* entry = w->table.refresh(fresh))
+                for (auto& e : events) e.sa = w->table.context(*entry);
+            }
+          },
+          stats_.getsa_requests) {}
 
 XfrmTracker::~XfrmTracker() = default;
 
@@ -255,9 +252,8 @@ bool XfrmTracker::alive(const Watcher* w) const {
 
 void XfrmTracker::drop(Watcher* w, const std::string& why) {
   if (!why.empty()) log(LogLevel::info, why);
-  abandon_inflight(w);
+  replays_.forget(w);
   std::erase_if(watchers_, [w](const std::unique_ptr<Watcher>& x) { return x.get() == w; });
-  maybe_stopped();
 }
 
 void XfrmTracker::arm(Watcher& w) {
@@ -411,121 +407,8 @@ void XfrmTracker::on_audit_event(Event e) {
     sink_(e);
     return;
   }
-  const std::string k = key_text(hits[0].first->label, sa_key(hits[0].second->sa));
-  auto& batch = replay_[k];
-  if (!batch) {
-    batch = std::make_unique<ReplayBatch>();
-    batch->watcher = hits[0].first;
-    batch->key = sa_ref(hits[0].second->sa);
-    if (!last_stats_.contains(k)) last_stats_[k] = hits[0].second->sa.stats;
-  }
-  batch->events.push_back(std::move(e));
-  if (!batch->timer) {
-    // Coalesce: one GETSA per SA per interval, however many records arrive.
-    batch->timer.emplace(io_);
-    batch->timer->expires_after(cfg_.replay_coalesce);
-    batch->timer->async_wait([this, k](const boost::system::error_code& ec) {
-      if (!ec) classify_replays(k);
-    });
-  }
-}
-
-void XfrmTracker::classify_replays(const std::string& k) {
-  auto it = replay_.find(k);
-  if (it == replay_.end()) return;
-  std::unique_ptr<ReplayBatch> batch = std::move(it->second);
-  replay_.erase(it);
-  if (batch->timer) batch->timer->cancel();  // when called at stop, before it fired
-  Watcher* w = batch->watcher;
-  // The watcher may be gone (netns deleted) since the batch was opened.
-  if (!alive(w)) {
-    finish_replays(std::move(batch), k, std::nullopt);
-    return;
-  }
-  ++stats_.getsa_requests;
-  auto fresh = std::make_shared<std::optional<XfrmSa>>();
-  const XfrmSaRef key = batch->key;
-  const std::uint64_t id = next_inflight_++;
-  inflight_.emplace(id, InFlight{k, std::move(batch)});
-  w->requester->request(
-      [key](std::uint32_t seq) { return build_xfrm_get_sa(seq, key); },
-      ReplyKind::reply_and_ack,
-      [fresh](const NetlinkMessage& m) {
-        auto p = parse_xfrm_message(m);
-        if (p)
-          if (auto* n = std::get_if<XfrmNewSa>(&*p)) *fresh = n->sa;
-      },
-      [this, id, fresh](const Result<Unit>&) {
-        auto f = inflight_.find(id);
-        if (f == inflight_.end()) return;  // already decided (its netns went away)
-        InFlight held = std::move(f->second);
-        inflight_.erase(f);
-        // A GETSA that failed or timed out leaves `fresh` empty: basis unknown.
-        finish_replays(std::move(held.batch), held.key, std::move(*fresh));
-        maybe_stopped();
-      });
-}
-
-void XfrmTracker::abandon_inflight(const Watcher* w) {
-  // Their GETSA will not be answered to us: decided now, basis unknown.
-  for (auto it = inflight_.begin(); it != inflight_.end();) {
-    if (w != nullptr && it->second.batch->watcher != w) {
-      ++it;
-      continue;
-    }
-    InFlight held = std::move(it->second);
-    it = inflight_.erase(it);
-    finish_replays(std::move(held.batch), held.key, std::nullopt);
-  }
-}
-
-void XfrmTracker::finish_replays(std::unique_ptr<ReplayBatch> batch, const std::string& k,
-                                 std::optional<XfrmSa> fresh) {
-  Watcher* wp = batch->watcher;
-  const std::uint64_t n = batch->events.size();
-  if (!fresh) {
-    for (auto& e : batch->events) {
-      e.detail["replay_basis"] = "unknown";
-      e.detail["replay_reason"] = "the SA's counters could not be read (it may be gone)";
-      sink_(e);
-    }
-    return;
-  }
-  XfrmStats& last = last_stats_[k];
-  const ReplayCounters before{last.replay, last.replay_window};
-  const ReplayCounters after{fresh->stats.replay, fresh->stats.replay_window};
-  last = fresh->stats;
-  const SaEntry* entry = alive(wp) ? wp->table.refresh(*fresh) : nullptr;
-  // ESN: the top has 64 bits; the audit record's seqno only the low 32.
-  const std::uint64_t top = fresh->replay_esn ? replay_window_top(fresh->replay_esn->seq_hi, fresh->replay_esn->seq)
-                            : fresh->replay   ? fresh->replay->seq
-                                              : 0;
-  const std::uint32_t window = fresh->replay_esn ? fresh->replay_esn->replay_window : fresh->replay_window;
-  for (auto& e : batch->events) {
-    if (entry) e.sa = wp->table.context(*entry);
-    const ReplayVerdict v = classify_replay(n, before, after, e.seq, top, window);
-    const bool too_low = v.below_window;
-    if (v.exact) {
-      e.detail["replay_basis"] = "counter";
-    } else {
-      e.detail["replay_basis"] = "inferred";
-      e.detail["replay_inference"] = {
-          {"method", "sequence number against the current replay window"},
-          {"window_top", top},
-          {"window", window},
-          {"records", n},
-          {"counter_delta",
-           {{"replay", after.replay - before.replay}, {"replay_window", after.replay_window - before.replay_window}}}};
-    }
-    if (too_low) {
-      e.kind = EventKind::replay_sequence_too_low;
-      e.message = "ESP anti-replay check failed (sequence number below the replay window)";
-    } else {
-      e.message = "ESP anti-replay check failed (duplicate sequence number inside the replay window)";
-    }
-    append_flow(e.message, e);
-    sink_(e);
-  }
+  Watcher* w = hits[0].first;
+  replays_.add(std::move(e), ReplayResolver::Source{w, w->label, w->requester}, hits[0].second->sa);
 }
 
 void XfrmTracker::stop(std::function<void()> done) {
@@ -544,14 +427,15 @@ void XfrmTracker::stop(std::function<void()> done) {
       w->desc->cancel(ec);
     }
   stopped_ = std::move(done);
-  std::vector<std::string> keys;
-  for (const auto& [k, b] : replay_) keys.push_back(k);
-  for (const auto& k : keys) classify_replays(k);
-  maybe_stopped();
+  // Held replay records get their GETSA now; the end waits for the answers.
+  replays_.flush([this] {
+    replays_flushed_ = true;
+    maybe_stopped();
+  });
 }
 
 void XfrmTracker::maybe_stopped() {
-  if (!stopping_ || !inflight_.empty() || !stopped_) return;
+  if (!stopping_ || !replays_flushed_ || !stopped_) return;
   corr_timer_.cancel();
   for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
   auto done = std::move(stopped_);
@@ -571,15 +455,7 @@ void XfrmTracker::abandon() {
       w->desc->cancel(ec);
     }
   }
-  abandon_inflight(nullptr);
-  std::vector<std::string> keys;
-  for (const auto& [k, b] : replay_) keys.push_back(k);
-  for (const auto& k : keys) {
-    auto it = replay_.find(k);
-    auto batch = std::move(it->second);
-    replay_.erase(it);
-    finish_replays(std::move(batch), k, std::nullopt);
-  }
+  replays_.abandon();
   corr_timer_.cancel();
   for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
   stopped_ = nullptr;

@@ -11,10 +11,10 @@
 //
 // Kernel audit records carry no netns: packet events are matched to SAs by
 // (dst, spi) across all watched netns, and an ambiguous match is said, never
-// guessed. Replay records (one audit text for both cases) are held briefly
-// and classified 4961/4962 from the SA's per-SA counters, read with one
-// coalesced GETSA per SA. SAD/SPD audit records are joined with the XFRM
-// message for the same change by a ChangeCorrelator.
+// guessed. Replay records (one audit text for both cases) go to a
+// ReplayResolver, which classifies them 4961/4962 from the SA's per-SA
+// counters read with one coalesced GETSA per SA. SAD/SPD audit records are
+// joined with the XFRM message for the same change by a ChangeCorrelator.
 //
 // Single-threaded: everything runs on the io_context thread.
 #pragma once
@@ -34,6 +34,7 @@
 #include "audit/event.hpp"
 #include "audit/xfrm_table.hpp"
 #include "agent/netns_watch.hpp"
+#include "agent/replay_resolver.hpp"
 #include "xfrm/netlink_socket.hpp"
 
 namespace ipsec {
@@ -89,7 +90,6 @@ class XfrmTracker {
 
  private:
   struct Watcher;
-  struct ReplayBatch;
   struct Dump;
 
   // Opens the sockets of a namespace and starts its first dump; `report`:
@@ -107,12 +107,8 @@ class XfrmTracker {
   void emit_change(Event e);
   void arm_correlator();
   void enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
-  void classify_replays(const std::string& key);
-  void finish_replays(std::unique_ptr<ReplayBatch> batch, const std::string& k, std::optional<XfrmSa> fresh);
   void emit_lost(const Watcher& w, std::uint64_t count);
   void maybe_stopped();
-  // Decides the in-flight replay batches of `w` (all when null) as unknown.
-  void abandon_inflight(const Watcher* w);
 
   boost::asio::io_context& io_;
   Config cfg_;
@@ -123,19 +119,11 @@ class XfrmTracker {
   std::vector<std::string> missing_;
   ChangeCorrelator correlator_;
   boost::asio::steady_timer corr_timer_;
-  std::map<std::string, std::unique_ptr<ReplayBatch>> replay_;
-  // Per-SA counters as last read, to take deltas from: netns|dst|spi|proto.
-  std::map<std::string, XfrmStats> last_stats_;
   XfrmTrackerStats stats_;
+  ReplayResolver replays_;  // after stats_: it counts into it
+  bool replays_flushed_{false};
   std::size_t starting_{0};       // first dumps still running at start
   std::optional<Error> start_error_;
-  // Replay batches whose GETSA is in flight, by request.
-  struct InFlight {
-    std::string key;
-    std::unique_ptr<ReplayBatch> batch;
-  };
-  std::map<std::uint64_t, InFlight> inflight_;
-  std::uint64_t next_inflight_{0};
   std::function<void()> stopped_;   // stop()'s callback, until nothing waits
   bool stopping_{false};
 };
