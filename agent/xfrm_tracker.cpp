@@ -178,7 +178,7 @@ void XfrmTracker::first_dump_done(Watcher* w, bool report, Result<Unit> r, Dump&
                                    (r.error().sys_errno == EPERM ? " (reading the SAD/SPD needs CAP_NET_ADMIN)" : ""),
                                r.error().sys_errno);
     if (at_start && !start_error_) start_error_ = e;
-    if (!at_start) log(LogLevel::warning, e.message + "; not watched (looked for again at the next scan)");
+    if (!at_start) warn_once(w->ns.id, e.message + "; not watched (tried again at each scan)");
     drop(w, "");
     return;
   }
@@ -192,6 +192,7 @@ void XfrmTracker::first_dump_done(Watcher* w, bool report, Result<Unit> r, Dump&
   }
   if (d.defaults) w->table.set_defaults(*d.defaults);
   w->ready = true;
+  warned_.erase({w->ns.id.dev, w->ns.id.ino});
   if (report) log(LogLevel::info, "watching netns " + w->label);
   arm(*w);
 }
@@ -239,9 +240,14 @@ void XfrmTracker::rescan_netns() {
     for (const auto& w : watchers_) have = have || w->ns.id == f.id;
     if (have) continue;
     auto w = open_watcher(f, true);
-    if (!w) log(LogLevel::warning, "netns " + f.label + " not watched: " + w.error().message);
+    if (!w) warn_once(f.id, "netns " + f.label + " not watched (tried again at each scan): " + w.error().message);
   }
   missing_ = std::move(missing);
+}
+
+void XfrmTracker::warn_once(const NetnsId& id, const std::string& what) {
+  // A namespace that keeps failing is tried at every scan, said once.
+  if (warned_.insert({id.dev, id.ino}).second) log(LogLevel::warning, what);
 }
 
 bool XfrmTracker::alive(const Watcher* w) const {

@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,7 @@ class XfrmTracker {
   void enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
   void emit_lost(const Watcher& w, std::uint64_t count);
   void maybe_stopped();
+  void warn_once(const NetnsId& id, const std::string& what);
 
   boost::asio::io_context& io_;
   Config cfg_;
@@ -117,6 +119,7 @@ class XfrmTracker {
   NetnsWatch netns_;
   std::vector<std::unique_ptr<Watcher>> watchers_;
   std::vector<std::string> missing_;
+  std::set<std::pair<unsigned long long, unsigned long long>> warned_;  // netns ids already warned about
   ChangeCorrelator correlator_;
   boost::asio::steady_timer corr_timer_;
   XfrmTrackerStats stats_;
