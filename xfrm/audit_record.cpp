@@ -1,6 +1,7 @@
 #include "xfrm/audit_record.hpp"
 
 #include <charconv>
+#include <chrono>
 
 namespace ipsec {
 namespace {
@@ -57,9 +58,14 @@ Result<AuditHeader> parse_audit_header(std::string_view text, std::string_view* 
   if (dot == std::string_view::npos || colon == std::string_view::npos || colon < dot)
     return make_error(Errc::malformed, "audit header is not SEC.MSEC:SERIAL");
   AuditHeader h;
+  // The record's time becomes a system_clock time point (nanoseconds since
+  // 1970 in 64 bits: up to the year 2262), so later seconds are refused here.
+  constexpr auto kMaxSec = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::duration::max() - std::chrono::seconds(1))
+                               .count();
   std::uint64_t sec = 0;
-  if (!parse_uint(stamp.substr(0, dot), &sec) || sec > static_cast<std::uint64_t>(INT64_MAX / 1000))
-    return make_error(Errc::out_of_range, "audit header seconds are not a number in range");
+  if (!parse_uint(stamp.substr(0, dot), &sec) || sec > static_cast<std::uint64_t>(kMaxSec))
+    return make_error(Errc::out_of_range, "audit header seconds are not a number before the year 2262");
   h.sec = static_cast<std::int64_t>(sec);
   const std::string_view ms = stamp.substr(dot + 1, colon - dot - 1);
   if (ms.size() != 3 || !parse_uint(ms, &h.msec))

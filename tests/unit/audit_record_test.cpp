@@ -127,6 +127,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"audit(1795394830.80:16): op=x", Errc::malformed}, Bad{"audit(x.804:16): op=x", Errc::out_of_range},
         Bad{"audit(1.804:99999999999999999999999): op=x", Errc::out_of_range},
         Bad{"audit(99999999999999999999.804:1): op=x", Errc::out_of_range},
+        // Past what a system_clock time point holds (found by fuzz_audit_text).
+        Bad{"audit(17953294876.224:47): op=SPD-delete", Errc::out_of_range},
         Bad{"audit(1.000:1): src=10.0.0.1", Errc::malformed},                             // no op
         Bad{"audit(1.000:1): op=SA-icv-failure src=10.0.0.1 dst=10.0", Errc::malformed},  // truncated address
         Bad{"audit(1.000:1): op=SA-icv-failure spi=4097(0x1002)", Errc::malformed},       // disagreeing SPI
