@@ -23,9 +23,9 @@ bool parse_hex32(std::string_view s, std::uint32_t* out) {
   return parse_uint(s.substr(2), out, 16);
 }
 
+// The key comes from the record: printable() keeps the message one line.
 Error field_error(std::string_view key, std::string_view what) {
-  std::string m = "field ";
-  m.append(key);
+  std::string m = "field " + printable(key, 32);
   m += ": ";
   m.append(what);
   return make_error(Errc::malformed, std::move(m));
