@@ -6,7 +6,9 @@ export DEBIAN_FRONTEND=noninteractive
 BUILD="build-essential cmake pkg-config libmnl-dev libnl-3-dev libnl-route-3-dev libnl-xfrm-3-dev \
 libboost-dev nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev"
 RUN="iproute2"
-TEST="python3 python3-jsonschema nftables qemu-system-x86 busybox-static kmod cpio"
+# clang + libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes; clang only recommends it) for the
+# fuzzers, llvm-14 for llvm-symbolizer (their stack traces).
+TEST="python3 python3-jsonschema nftables qemu-system-x86 busybox-static kmod cpio clang libclang-rt-14-dev llvm-14"
 case "${1:-all}" in
   run) PKGS="$BUILD $RUN" ;;
   *) PKGS="$BUILD $RUN $TEST" ;;
