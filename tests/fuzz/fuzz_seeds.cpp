@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,7 @@ class Seeds {
   explicit Seeds(fs::path out) : out_(std::move(out)) {}
   void add(const char* target, const std::string& name, const void* data, std::size_t len) {
     const fs::path dir = out_ / target / "seeds";
+    if (cleared_.insert(target).second) fs::remove_all(dir);  // what an earlier run left
     fs::create_directories(dir);
     std::ofstream(dir / name, std::ios::binary).write(static_cast<const char*>(data), static_cast<std::streamsize>(len));
     ++count_;
@@ -53,6 +55,7 @@ class Seeds {
 
  private:
   fs::path out_;
+  std::set<std::string> cleared_;
   int count_{0};
 };
 
