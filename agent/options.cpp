@@ -169,7 +169,7 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
       for (auto& s : v) {
         if (!s.is_string()) return bad("config key 'outputs' must be an array of strings");
         auto spec = parse_output_spec(s.get<std::string>());
-        if (!spec) return bad("config key 'outputs': " + spec.error().message);
+        if (!spec) return bad("config key 'outputs': " + printable(spec.error().message, 200));
         outs.push_back(*spec);
       }
       o.outputs = std::move(outs);
@@ -188,7 +188,7 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
             return bad("config key 'kernel_audit.status_interval_seconds' must be 1..3600");
           o.audit_status_interval_s = vv.get<int>();
         } else {
-          return bad("unknown config key 'kernel_audit." + kk + "'");
+          return bad("unknown config key 'kernel_audit." + printable(kk) + "'");
         }
       }
     } else if (k == "netns") {
@@ -198,7 +198,7 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
         if (!n.is_string()) return bad("config key 'netns' must be a non-empty array of names");
         const auto name = n.get<std::string>();
         if (!name.empty() && !valid_netns_spec(name))  // "" is the agent's own
-          return bad("config key 'netns': '" + name + "' is not a name under /run/netns or an absolute path");
+          return bad("config key 'netns': '" + printable(name) + "' is not a name under /run/netns or an absolute path");
         names.push_back(name);
       }
       o.netns = std::move(names);
@@ -210,7 +210,7 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
         return bad("config key 'receive_buffer_bytes' must be 4096..1073741824");
       o.receive_buffer_bytes = v.get<int>();
     } else {
-      return bad("unknown config key '" + k + "'");
+      return bad("unknown config key '" + printable(k) + "'");
     }
   }
   return Unit{};

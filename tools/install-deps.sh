@@ -8,7 +8,8 @@ libboost-dev nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev libbenc
 RUN="iproute2"
 # netbase: /etc/protocols, which `ip xfrm ... proto NAME` and getprotobyname need
 # (a minimal root such as debootstrap minbase or a container image lacks it).
-TEST="python3 python3-jsonschema netbase nftables qemu-system-x86 busybox-static kmod cpio"
+TEST="python3 python3-jsonschema netbase nftables qemu-system-x86 busybox-static kmod cpio \
+clang libclang-rt-14-dev llvm-14"
 case "${1:-all}" in
   run) PKGS="$BUILD $RUN" ;;
   *) PKGS="$BUILD $RUN $TEST" ;;

@@ -99,8 +99,26 @@ def host_xfrm_snapshot():
     return sh("ip", "xfrm", "policy").stdout + sh("ip", "xfrm", "state").stdout
 
 
+# What AddressSanitizer, LeakSanitizer and UBSan print when the agent was
+# built with them (tools/test.sh, build-asan). Any of these fails the test.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_OPTIONS = {"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1",
+                     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+sanitizer_reports = []  # (agent command, report excerpt), read by Checks.done()
+
+
+def sanitizer_report(stderr_text):
+    """The sanitizer report in a process's stderr (from its first line), or None."""
+    lines = stderr_text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKERS):
+            return "\n".join(lines[max(0, i - 1):i + 40])
+    return None
+
+
 class Agent:
-    """ipsec-auditd in the foreground, writing JSON Lines to a temp file."""
+    """ipsec-auditd in the foreground, writing JSON Lines to a temp file. A
+    sanitizer report on its stderr fails the test (see Checks.done)."""
 
     def __init__(self, binary, extra_args=(), tmp=None, wrap=()):
         self.tmp = tmp or tempfile.mkdtemp(prefix="ipsec-audit-live-")
@@ -113,7 +131,8 @@ class Agent:
 
     def start(self, wait_for="service-started", timeout=10):
         self._err = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._err)
+        env = {**SANITIZER_OPTIONS, **os.environ}  # the caller's own settings win
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._err, env=env)
         if wait_for:
             self.wait_for(lambda r: r["event"] == wait_for, timeout=timeout)
         return self
@@ -146,7 +165,16 @@ class Agent:
                 self.proc.wait()
                 raise AssertionError("agent did not stop on signal")
         self._err.close()
+        self._check_sanitizer()
         return self.proc.returncode
+
+    def _check_sanitizer(self):
+        if getattr(self, "_checked", False):
+            return
+        self._checked = True
+        report = sanitizer_report(self.stderr())
+        if report:
+            sanitizer_reports.append((" ".join(self.args), report))
 
     def stderr(self):
         with open(self.stderr_path) as f:
@@ -159,6 +187,9 @@ class Agent:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.proc:
+            self._err.close()
+            self._check_sanitizer()
         return False
 
 
@@ -178,6 +209,8 @@ class Checks:
         return ok
 
     def done(self):
+        for args, report in sanitizer_reports:
+            self.check(False, "no sanitizer report from the agent", f"({args}):\n{report}")
         print(f"{self.name}: {self.passed} passed, {self.failed} failed")
         sys.stdout.flush()
         return 0 if self.failed == 0 and self.passed > 0 else 1
