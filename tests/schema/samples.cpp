@@ -7,6 +7,7 @@
 #include "audit/catalogue.hpp"
 #include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
+#include "audit/pipeline.hpp"
 
 int main() {
   using namespace ipsec;
@@ -21,6 +22,19 @@ int main() {
     full.kind = bare.kind = static_cast<EventKind>(i);
     if (full.kind == EventKind::events_lost)
       full.detail = bare.detail = {{"lost", {{"counter", "netlink_overrun"}, {"at_least", true}}}};
+    if (full.kind == EventKind::output_failed || full.kind == EventKind::output_recovered) {
+      NullSink sink;
+      full.detail = bare.detail = {{"output", sink_json(sink)}};
+      full.detail["output"]["lost"] = 3;
+    }
+    if (full.kind == EventKind::config_reloaded || full.kind == EventKind::config_rejected)
+      full.detail = bare.detail = {{"config",
+                                    {{"path", "/etc/ipsec-audit/ipsec-auditd.conf"},
+                                     {"applied", {"outputs"}},
+                                     {"restart_required", {"netns"}}}}};
+    if (full.kind == EventKind::kernel_audit_changed)
+      full.detail = bare.detail = {{"kernel_audit", {{"enabled", 0}, {"failure", 1}, {"backlog_limit", 64}}},
+                                   {"concerns", {"disabled", "backlog-limit-small"}}};
     for (const Event* e : {&full, &bare}) {
       line.clear();
       w.write(*e, line);
