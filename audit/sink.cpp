@@ -136,7 +136,9 @@ bool FileSink::write(std::string_view lines) {
   }
   const int fd = fd_.get();
   if (pending_cut_) {
-    if (::ftruncate(fd, *pending_cut_) != 0) {
+    // Only ever shrink: a file truncated meanwhile (copytruncate) is not grown back with zeros.
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > *pending_cut_ && ::ftruncate(fd, *pending_cut_) != 0) {
       count_failed(count_lines(lines), errno);
       return false;
     }
