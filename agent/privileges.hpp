@@ -6,7 +6,8 @@
 // memory: no core dumps, no ptrace by the same uid).
 //
 //   CAP_AUDIT_READ     the kernel audit multicast group (always)
-//   CAP_NET_ADMIN      XFRM dumps and GETSA requests, SO_RCVBUFFORCE (always)
+//   CAP_NET_ADMIN      XFRM dumps and GETSA requests, SO_RCVBUFFORCE (always;
+//                      an NFLOG/nftables source would need this same one)
 //   CAP_AUDIT_CONTROL  AUDIT_GET / AUDIT_SET: status polling or --enable-kernel-audit
 //   CAP_SYS_ADMIN      setns() into other network namespaces (--netns other than own)
 //
