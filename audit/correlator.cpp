@@ -1,6 +1,24 @@
 #include "audit/correlator.hpp"
 
+#include <algorithm>
+
 namespace ipsec {
+
+const char* correlation_name(Correlation c) {
+  switch (c) {
+    case Correlation::matched:
+      return "matched";
+    case Correlation::paired:
+      return "paired";
+    case Correlation::ambiguous:
+      return "ambiguous";
+    case Correlation::none:
+      return "none";
+    case Correlation::unmatched:
+      break;
+  }
+  return "unmatched";
+}
 
 bool ChangeCorrelator::joins(EventKind k) {
   return k == EventKind::sa_added || k == EventKind::sa_deleted || k == EventKind::policy_added ||
@@ -13,22 +31,99 @@ bool is_hard_expiry(const Event& e) {
   return e.kind == EventKind::sa_expired && e.detail.is_object() && e.detail.value("expire", "") == "hard";
 }
 EventKind change_kind(const Event& e) { return is_hard_expiry(e) ? EventKind::sa_deleted : e.kind; }
+
+// Everything an audit record says about a change beyond its addresses and SPI.
+bool same_say(const KernelAuditFields& a, const KernelAuditFields& b) {
+  return a.op == b.op && a.auid == b.auid && a.ses == b.ses && a.subj == b.subj && a.res == b.res &&
+         a.src_prefixlen == b.src_prefixlen && a.dst_prefixlen == b.dst_prefixlen && a.other == b.other;
+}
+
+// The XFRM message with what the audit record says of who made the change.
+Event merge(Event x, const Event& a, Correlation how) {
+  x.kernel = a.kernel;
+  x.audit = a.audit;
+  if (is_hard_expiry(x) && x.audit) {
+    // The kernel's timer deleted the SA; the audit record names whatever
+    // task happened to run then, which says nothing about who did it.
+    x.audit = KernelAuditFields{a.audit->op, {}, {}, {}, a.audit->res, {}, {}, {}};
+    x.message += "; the kernel deleted it";
+  }
+  x.correlation = how;
+  return x;
+}
 }  // namespace
 
 bool ChangeCorrelator::accepts(const Event& e) { return joins(e.kind) || is_hard_expiry(e); }
 
-bool ChangeCorrelator::same_change(const Event& a, const Event& b) {
-  const EventKind k = change_kind(a);
-  if (k != change_kind(b) || a.src != b.src || a.dst != b.dst) return false;
+ChangeCorrelator::Key ChangeCorrelator::key_of(const Event& e) {
+  const EventKind k = change_kind(e);
   const bool sa = k == EventKind::sa_added || k == EventKind::sa_deleted;
-  return !sa || a.spi == b.spi;
+  return Key{k, e.src, e.dst, sa ? e.spi : std::nullopt};
 }
 
-void ChangeCorrelator::add(Event e, Clock::time_point now) { pending_.push_back(Pending{std::move(e), now}); }
+void ChangeCorrelator::add(Event e, Clock::time_point now) {
+  const std::uint64_t id = base_ + pending_.size();
+  groups_[key_of(e)].push_back(id);
+  pending_.push_back(Pending{std::move(e), now});
+}
 
 std::optional<ChangeCorrelator::Clock::time_point> ChangeCorrelator::next_deadline() const {
-  if (pending_.empty()) return std::nullopt;
-  return pending_.front().at + window_;
+  for (const auto& p : pending_)
+    if (!p.done) return p.at + window_;
+  return std::nullopt;
+}
+
+void ChangeCorrelator::decide(const std::vector<std::uint64_t>& ids, std::vector<Event>& out) {
+  std::vector<Pending*> xfrm, audit;
+  for (auto id : ids) {
+    Pending& p = at(id);
+    (p.event.source == Source::kernel_audit ? audit : xfrm).push_back(&p);
+  }
+  for (auto id : ids) at(id).done = true;
+  if (xfrm.size() == 1 && audit.size() == 1) {
+    out.push_back(merge(std::move(xfrm[0]->event), audit[0]->event, Correlation::matched));
+    return;
+  }
+  if (xfrm.empty() || audit.empty()) {
+    const Correlation how = xfrm.empty() ? Correlation::unmatched : Correlation::none;
+    for (auto id : ids) {
+      Pending& p = at(id);
+      p.event.correlation = how;
+      out.push_back(std::move(p.event));
+    }
+    return;
+  }
+  const KernelAuditFields nothing;
+  auto says = [&](const Pending* p) -> const KernelAuditFields& { return p->event.audit ? *p->event.audit : nothing; };
+  const bool alike =
+      std::all_of(audit.begin(), audit.end(), [&](const Pending* p) { return same_say(says(p), says(audit[0])); });
+  if (alike) {
+    // Who made each change is known (they all say the same); which audit
+    // serial goes with which message is taken from the order of arrival.
+    const std::size_t n = std::min(xfrm.size(), audit.size());
+    for (std::size_t i = 0; i < xfrm.size(); ++i) {
+      if (i < n) {
+        out.push_back(merge(std::move(xfrm[i]->event), audit[i]->event, Correlation::paired));
+      } else {
+        xfrm[i]->event.correlation = Correlation::none;
+        out.push_back(std::move(xfrm[i]->event));
+      }
+    }
+    for (std::size_t i = n; i < audit.size(); ++i) {
+      audit[i]->event.correlation = Correlation::unmatched;
+      out.push_back(std::move(audit[i]->event));
+    }
+    return;
+  }
+  // Who did which is not known: each change once, with every audit record
+  // it may belong to.
+  std::vector<AuditCandidate> cands;
+  for (const Pending* a : audit) cands.push_back(AuditCandidate{a->event.kernel, says(a)});
+  for (Pending* x : xfrm) {
+    x->event.correlation = Correlation::ambiguous;
+    x->event.audit_candidates = cands;
+    out.push_back(std::move(x->event));
+  }
 }
 
 std::vector<Event> ChangeCorrelator::take_ready(Clock::time_point now, bool all) {
@@ -37,40 +132,14 @@ std::vector<Event> ChangeCorrelator::take_ready(Clock::time_point now, bool all)
     Pending& head = pending_.front();
     if (head.done) {
       pending_.pop_front();
+      ++base_;
       continue;
     }
     if (!all && now - head.at < window_) break;
-    // The group: every pending entry describing the same change as the head.
-    std::vector<Pending*> xfrm, audit;
-    for (auto& p : pending_) {
-      if (p.done || !same_change(p.event, head.event)) continue;
-      (p.event.source == Source::kernel_audit ? audit : xfrm).push_back(&p);
-    }
-    if (xfrm.size() == 1 && audit.size() == 1) {
-      Event merged = std::move(xfrm[0]->event);
-      const Event& a = audit[0]->event;
-      merged.kernel = a.kernel;
-      merged.audit = a.audit;
-      if (is_hard_expiry(merged) && merged.audit) {
-        // The kernel's timer deleted the SA; the audit record names whatever
-        // task happened to run then, which says nothing about who did it.
-        merged.audit = KernelAuditFields{a.audit->op, {}, {}, {}, a.audit->res, {}, {}, {}};
-        merged.message += "; the kernel deleted it";
-      }
-      merged.correlation = "matched";
-      out.push_back(std::move(merged));
-    } else {
-      const char* how = xfrm.empty() ? "unmatched" : audit.empty() ? "none" : "ambiguous";
-      // Emit in arrival order.
-      for (auto& p : pending_) {
-        if (p.done || !same_change(p.event, head.event)) continue;
-        p.event.correlation = how;
-        out.push_back(std::move(p.event));
-        p.done = true;
-      }
-    }
-    for (auto* p : xfrm) p->done = true;
-    for (auto* p : audit) p->done = true;
+    auto g = groups_.find(key_of(head.event));
+    const std::vector<std::uint64_t> ids = std::move(g->second);
+    groups_.erase(g);
+    decide(ids, out);
   }
   return out;
 }

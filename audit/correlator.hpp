@@ -1,20 +1,32 @@
 // ChangeCorrelator: joins the kernel audit SAD-*/SPD-* record (who made the
 // change: auid, ses, subj) with the XFRM message for the same change (what
-// changed, in which netns), only when the match is unambiguous.
+// changed, in which netns), only as far as the match is known.
 //
 // Facts from Debian's 6.1 kernel that shape it: the XFRM multicast is sent
 // from the syscall, the audit record later from kauditd, so either can come
 // first; a flush gives N audit records under one serial but one FLUSH
 // message; an inbound and an outbound policy with the same selector give
-// identical audit lines. So both sides wait up to `window` and are grouped by
+// identical audit lines, and so does the same change made in two netns (audit
+// names no netns). So both sides wait up to `window` and are grouped by
 // (change, src, dst, spi); a group is decided once its oldest member is older
-// than the window: one XFRM + one audit = "matched" (one record); one side
-// only = "none" / "unmatched"; anything else = "ambiguous" (every record on
-// its own). Pure: time is passed in. Single-threaded.
+// than the window:
+//   one XFRM + one audit                       -> "matched" (one record)
+//   XFRM only / audit only                     -> "none" / "unmatched"
+//   several, the audit records identical in all they say (actor, op,
+//   result, prefixes)                          -> "paired" in arrival order;
+//                                                 extra XFRM "none", extra audit "unmatched"
+//   several, the audit records differ          -> each XFRM message once, "ambiguous",
+//                                                 with every audit record as a candidate
+// Each change is written once: no audit record of a group is written beside
+// the XFRM messages it may belong to. Keyed: each event costs O(log groups).
+// Pure: time is passed in. Single-threaded.
 #pragma once
 
 #include <chrono>
+#include <compare>
+#include <cstdint>
 #include <deque>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -41,15 +53,26 @@ class ChangeCorrelator {
   std::size_t pending() const { return pending_.size(); }
 
  private:
+  struct Key {
+    EventKind kind{};
+    std::optional<IpAddress> src, dst;
+    std::optional<std::uint32_t> spi;  // SA changes only
+    friend auto operator<=>(const Key&, const Key&) = default;
+    friend bool operator==(const Key&, const Key&) = default;
+  };
   struct Pending {
     Event event;
     Clock::time_point at;
     bool done{false};
   };
-  static bool same_change(const Event& a, const Event& b);
+  static Key key_of(const Event& e);
+  void decide(const std::vector<std::uint64_t>& ids, std::vector<Event>& out);
+  Pending& at(std::uint64_t id) { return pending_[static_cast<std::size_t>(id - base_)]; }
 
   std::chrono::milliseconds window_;
-  std::deque<Pending> pending_;
+  std::deque<Pending> pending_;  // arrival order; entry i has id base_ + i
+  std::uint64_t base_{0};
+  std::map<Key, std::vector<std::uint64_t>> groups_;  // undecided ids per change, in arrival order
 };
 
 }  // namespace ipsec

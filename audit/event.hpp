@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "audit/sa_context.hpp"
 #include "xfrm/audit_record.hpp"
 #include "xfrm/ip_address.hpp"
 
@@ -68,6 +69,23 @@ struct KernelAuditFields {
   std::vector<std::pair<std::string, std::string>> other;
 };
 
+// How a kernel audit SAD/SPD record was joined with the XFRM message for the
+// same change.
+enum class Correlation : std::uint8_t {
+  matched,    // one XFRM message, one audit record
+  paired,     // several of each, the audit records identical in all they say: joined in arrival order
+  ambiguous,  // several, the audit records differ (who did which is unknown): see audit_candidates
+  none,       // no audit record came (e.g. kernel audit off)
+  unmatched,  // no XFRM message came (e.g. an unwatched netns)
+};
+const char* correlation_name(Correlation c);
+
+// One of the kernel audit records an ambiguous change may belong to.
+struct AuditCandidate {
+  std::optional<AuditHeader> kernel;
+  KernelAuditFields audit;
+};
+
 struct Event {
   EventKind kind{EventKind::kernel_ipsec_event};
   Source source{Source::agent};
@@ -82,13 +100,19 @@ struct Event {
   std::optional<std::string> replay_detail;
   // The network namespace an XFRM-derived event happened in.
   std::optional<std::string> netns;
-  // The SA context as a serialised JSON object, shared by every event on that
-  // SA (built once when the SA is learnt; never holds key material).
-  std::shared_ptr<const std::string> sa_json;
+  // The SA the event concerns (the record's `sa` object), shared by every
+  // event on that state of the SA; never holds key material.
+  std::shared_ptr<const SaContext> sa;
+  // Packet events: how the SA was picked among several with the event's
+  // (dst, SPI), and the SAs it was picked from or, on incorrect-spi, the SAs
+  // with that (dst, SPI) the kernel did not match.
+  SaMatch sa_match{SaMatch::none};
+  std::vector<SaCandidate> sa_candidates;
   // How a kernel audit SAD/SPD record was joined with the XFRM message for the
-  // same change: "matched", "ambiguous", "none" (no audit record came),
-  // "unmatched" (no XFRM message came, e.g. an unwatched netns).
-  std::optional<std::string> correlation;
+  // same change (ChangeCorrelator); the audit records it could not tell apart
+  // when it was ambiguous.
+  std::optional<Correlation> correlation;
+  std::vector<AuditCandidate> audit_candidates;
   // Rare, agent-made detail (service status, loss counters); null when unused.
   nlohmann::json detail;
 };

@@ -60,6 +60,211 @@ void opt_addr(std::string& out, std::string_view k, const std::optional<IpAddres
     out += "null";
 }
 
+
+// ---- the `sa` object (allow-listed fields of XfrmSa, never key material) ----
+
+constexpr std::uint64_t kXfrmInf = ~std::uint64_t{0};  // XFRM_INF: no limit
+
+// `key` for the first member of an object (no leading comma).
+void first_key(std::string& out, std::string_view k) {
+  out += '"';
+  out.append(k);
+  out += "\":";
+}
+
+void limit(std::string& out, std::string_view k, std::uint64_t v) {
+  key(out, k);
+  if (v == kXfrmInf)
+    out += "null";
+  else
+    append_uint(out, v);
+}
+
+void uint_member(std::string& out, std::string_view k, std::uint64_t v) {
+  key(out, k);
+  append_uint(out, v);
+}
+
+void string_member(std::string& out, std::string_view k, std::string_view v) {
+  key(out, k);
+  append_json_string(out, v);
+}
+
+void append_limits(std::string& out, std::uint64_t bytes, std::uint64_t packets, std::uint64_t add,
+                   std::uint64_t use) {
+  out += "{\"bytes\":";
+  if (bytes == kXfrmInf)
+    out += "null";
+  else
+    append_uint(out, bytes);
+  limit(out, "packets", packets);
+  uint_member(out, "add_seconds", add);
+  uint_member(out, "use_seconds", use);
+  out += '}';
+}
+
+void append_lifetime(std::string& out, const XfrmLifetimeCfg& l) {
+  first_key(out, "soft");
+  append_limits(out, l.soft_byte_limit, l.soft_packet_limit, l.soft_add_expires_seconds, l.soft_use_expires_seconds);
+  key(out, "hard");
+  append_limits(out, l.hard_byte_limit, l.hard_packet_limit, l.hard_add_expires_seconds, l.hard_use_expires_seconds);
+}
+
+void append_selector(std::string& out, const XfrmSelector& s) {
+  first_key(out, "src");
+  if (s.saddr)
+    append_json_string(out, s.saddr->to_string());
+  else
+    out += "null";
+  opt_addr(out, "dst", s.daddr);
+  uint_member(out, "src_prefixlen", s.prefixlen_s);
+  uint_member(out, "dst_prefixlen", s.prefixlen_d);
+  uint_member(out, "proto", s.proto);
+  if (s.sport_mask) uint_member(out, "sport", s.sport);
+  if (s.dport_mask) uint_member(out, "dport", s.dport);
+  if (s.ifindex) {
+    key(out, "ifindex");
+    append_int(out, s.ifindex);
+  }
+}
+
+void append_mark(std::string& out, const std::optional<XfrmMark>& m) {
+  if (!m) return;
+  key(out, "mark");
+  out += "{\"value\":";
+  append_uint(out, m->value);
+  uint_member(out, "mask", m->mask);
+  out += '}';
+}
+
+void append_sa(std::string& out, const SaContext& c) {
+  const XfrmSa& sa = c.sa;
+  out += '{';
+  first_key(out, "netns");
+  append_json_string(out, c.netns);
+  uint_member(out, "spi", sa.spi);
+  string_member(out, "proto", proto_name(sa.proto));
+  string_member(out, "src", sa.saddr.to_string());
+  string_member(out, "dst", sa.daddr.to_string());
+  uint_member(out, "reqid", sa.reqid);
+  string_member(out, "mode", mode_name(sa.mode));
+  key(out, "algorithms");
+  out += '{';
+  std::string_view sep;
+  auto alg = [&](std::string_view k, const std::string& name) {
+    out.append(sep);
+    sep = ",";
+    first_key(out, k);
+    out += "{\"name\":";
+    append_json_string(out, name);
+  };
+  if (sa.aead) {
+    alg("aead", sa.aead->name);
+    uint_member(out, "icv_bits", sa.aead->icv_bits);
+    out += '}';
+  }
+  if (sa.auth) {
+    alg("auth", sa.auth->name);
+    if (sa.auth->trunc_bits) uint_member(out, "trunc_bits", *sa.auth->trunc_bits);
+    out += '}';
+  }
+  if (sa.enc) {
+    alg("enc", *sa.enc);
+    out += '}';
+  }
+  if (sa.comp) {
+    alg("comp", *sa.comp);
+    out += '}';
+  }
+  out += '}';
+  uint_member(out, "replay_window", sa.replay_esn ? sa.replay_esn->replay_window : sa.replay_window);
+  key(out, "esn");
+  out += sa.esn() ? "true" : "false";
+  key(out, "lifetime");
+  out += '{';
+  append_lifetime(out, sa.lifetime);
+  out += '}';
+  key(out, "current");
+  out += "{\"bytes\":";
+  append_uint(out, sa.current.bytes);
+  uint_member(out, "packets", sa.current.packets);
+  uint_member(out, "add_time", sa.current.add_time);
+  uint_member(out, "use_time", sa.current.use_time);
+  out += '}';
+  key(out, "selector");
+  out += '{';
+  append_selector(out, sa.selector);
+  out += '}';
+  string_member(out, "direction", direction_name(c.direction));
+  string_member(out, "direction_source", direction_source_name(c.direction_source));
+  if (c.direction == SaDirection::unknown && c.direction_pending != DirectionPending::none)
+    string_member(out, "direction_reason", direction_pending_name(c.direction_pending));
+  if (sa.encap) {
+    key(out, "encap");
+    out += "{\"type\":";
+    append_json_string(out, sa.encap->type == 2   ? "espinudp"
+                            : sa.encap->type == 1 ? "espinudp-nonike"
+                                                  : std::to_string(sa.encap->type));
+    uint_member(out, "sport", sa.encap->sport);
+    uint_member(out, "dport", sa.encap->dport);
+    out += '}';
+  }
+  append_mark(out, sa.mark);
+  if_uint(out, "if_id", sa.if_id);
+  if (sa.spi == 0) {
+    key(out, "larval");
+    out += "true";
+  }
+  out += '}';
+}
+
+// The `audit` object (what the kernel audit record said beyond the packet
+// fields); with `serial`, an audit candidate of an ambiguous change.
+void append_audit(std::string& out, const KernelAuditFields& a, std::optional<std::uint64_t> serial) {
+  out += "{\"op\":";
+  append_json_string(out, a.op);
+  if_uint(out, "audit_serial", serial);
+  if_uint(out, "auid", a.auid);
+  if_uint(out, "ses", a.ses);
+  if_string(out, "subj", a.subj);
+  if (a.res) {
+    key(out, "res");
+    append_int(out, *a.res);
+  }
+  if_uint(out, "src_prefixlen", a.src_prefixlen);
+  if_uint(out, "dst_prefixlen", a.dst_prefixlen);
+  if (!a.other.empty()) {
+    key(out, "fields");
+    out += '{';
+    bool first = true;
+    for (const auto& [k, v] : a.other) {
+      if (!first) out += ',';
+      first = false;
+      append_json_string(out, k);
+      out += ':';
+      append_json_string(out, v);
+    }
+    out += '}';
+  }
+  out += '}';
+}
+
+// One candidate of an ambiguous match, or an SA the kernel did not match.
+void append_candidate(std::string& out, const SaCandidate& c) {
+  const SaContext& s = *c.sa;
+  out += '{';
+  first_key(out, "netns");
+  append_json_string(out, s.netns);
+  string_member(out, "proto", proto_name(s.sa.proto));
+  uint_member(out, "spi", s.sa.spi);
+  string_member(out, "src", s.sa.saddr.to_string());
+  string_member(out, "dst", s.sa.daddr.to_string());
+  string_member(out, "direction", direction_name(s.direction));
+  append_mark(out, s.sa.mark);
+  if_uint(out, "if_id", s.sa.if_id);
+  if (c.reason != CandidateReason::none) string_member(out, "reason", candidate_reason_name(c.reason));
+  out += '}';
+}
 }  // namespace
 
 std::size_t utf8_len(std::string_view s, std::size_t i) {
@@ -198,8 +403,8 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   opt_uint(out, "seq", e.seq);
   opt_uint(out, "flow_label", e.flow_label);
   key(out, "sa");
-  if (e.sa_json)
-    out += *e.sa_json;
+  if (e.sa)
+    append_sa(out, *e.sa);
   else
     out += "null";
   key(out, "source");
@@ -212,35 +417,30 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   append_json_string(out, e.message);
   if_string(out, "replay_detail", e.replay_detail);
   if_string(out, "netns", e.netns);
-  if_string(out, "correlation", e.correlation);
+  if (e.correlation) string_member(out, "correlation", correlation_name(*e.correlation));
+  if (e.sa_match != SaMatch::none) string_member(out, "sa_match", sa_match_name(e.sa_match));
+  if (!e.sa_candidates.empty()) {
+    key(out, "sa_candidates");
+    out += '[';
+    for (std::size_t i = 0; i < e.sa_candidates.size(); ++i) {
+      if (i) out += ',';
+      append_candidate(out, e.sa_candidates[i]);
+    }
+    out += ']';
+  }
   if (e.audit) {
-    const auto& a = *e.audit;
     key(out, "audit");
-    out += "{\"op\":";
-    append_json_string(out, a.op);
-    if_uint(out, "auid", a.auid);
-    if_uint(out, "ses", a.ses);
-    if_string(out, "subj", a.subj);
-    if (a.res) {
-      key(out, "res");
-      append_int(out, *a.res);
+    append_audit(out, *e.audit, std::nullopt);
+  }
+  if (!e.audit_candidates.empty()) {
+    key(out, "audit_candidates");
+    out += '[';
+    for (std::size_t i = 0; i < e.audit_candidates.size(); ++i) {
+      if (i) out += ',';
+      const auto& c = e.audit_candidates[i];
+      append_audit(out, c.audit, c.kernel ? std::optional<std::uint64_t>(c.kernel->serial) : std::nullopt);
     }
-    if_uint(out, "src_prefixlen", a.src_prefixlen);
-    if_uint(out, "dst_prefixlen", a.dst_prefixlen);
-    if (!a.other.empty()) {
-      key(out, "fields");
-      out += '{';
-      bool first = true;
-      for (const auto& [k, v] : a.other) {
-        if (!first) out += ',';
-        first = false;
-        append_json_string(out, k);
-        out += ':';
-        append_json_string(out, v);
-      }
-      out += '}';
-    }
-    out += '}';
+    out += ']';
   }
   if (e.detail.is_object()) {
     for (const auto& [k, v] : e.detail.items()) {

@@ -3,6 +3,20 @@
 // message into the lifecycle Events it means, and answers "which SA is this
 // packet event about". Holds only allow-listed fields (XfrmSa has no key
 // material). Pure: no I/O; time is passed in. Single-threaded.
+//
+// Identity is the kernel's: an SA is (mark, if_id, dst, SPI, proto) - route-
+// based VPNs have SAs that differ only by mark - and a policy is its index
+// (which encodes its direction). An SA's direction comes from the policies
+// whose templates it satisfies, matched as the kernel's xfrm_state_ok does.
+//
+// Cost: every change is O(log n) plus the entries it affects. SAs are indexed
+// by SPI, reqid and (dst, src); templates by the most specific of SPI, reqid
+// and addresses they name, so a policy change re-derives the direction of the
+// SAs its templates can match only, and an SA finds the policies that can
+// match it without a scan. The `sa` context of an entry is built lazily, once
+// per state of the SA. A template that names none of these (transport mode,
+// no reqid, no SPI, a selector wider than one host) matches any SA of its
+// proto and mode: it is kept apart and costs a scan, as it costs the kernel.
 #pragma once
 
 #include <chrono>
@@ -10,10 +24,13 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "audit/event.hpp"
+#include "audit/sa_context.hpp"
 #include "xfrm/xfrm_message.hpp"
 
 namespace ipsec {
@@ -22,16 +39,40 @@ struct SaKey {
   IpAddress daddr;
   std::uint32_t spi{0};
   std::uint8_t proto{0};
+  std::uint32_t mark_value{0}, mark_mask{0};
+  std::uint32_t if_id{0};
   friend auto operator<=>(const SaKey&, const SaKey&) = default;
   friend bool operator==(const SaKey&, const SaKey&) = default;
 };
+SaKey sa_key(const XfrmSa& sa);
+SaKey sa_key(const XfrmSaId& id, const std::optional<XfrmMark>& mark, const std::optional<std::uint32_t>& if_id);
+
+// The kernel's policy index carries the direction in its low 3 bits; the key
+// keeps both, as the kernel's byidx lookup checks both.
+struct PolicyKey {
+  std::uint32_t index{0};
+  std::uint8_t dir{0};
+  friend auto operator<=>(const PolicyKey&, const PolicyKey&) = default;
+  friend bool operator==(const PolicyKey&, const PolicyKey&) = default;
+};
+inline PolicyKey policy_key(const XfrmPolicy& p) { return PolicyKey{p.index, p.dir}; }
 
 struct SaEntry {
   XfrmSa sa;
-  std::string direction{"unknown"};         // "in", "out", "unknown"
-  std::string direction_source{"none"};     // "kernel" (XFRMA_SA_DIR), "policy", "none"
-  std::shared_ptr<const std::string> json;  // the record's `sa` object
+  SaDirection direction{SaDirection::unknown};
+  DirectionSource direction_source{DirectionSource::none};
+  DirectionPending direction_pending{DirectionPending::no_policy};
+  // The shared `sa` context of this state of the SA; built on first use by
+  // XfrmTable::context, dropped when the entry changes.
+  mutable std::shared_ptr<const SaContext> context;
 };
+
+// Does SA `sa` satisfy template `t` of policy `p`, as the kernel's
+// xfrm_state_ok sees it: proto, mode and family; SPI and reqid when the
+// template sets them; the policy's if_id when set; addresses where the
+// template names them (tunnel and BEET always). In transport mode the flow's
+// addresses are the SA's own, so the policy's selector must also take them.
+bool template_matches(const XfrmTemplate& t, const XfrmPolicy& p, const XfrmSa& sa);
 
 class XfrmTable {
  public:
@@ -50,36 +91,51 @@ class XfrmTable {
   const SaEntry* refresh(const XfrmSa& sa);
 
   const SaEntry* find(const SaKey& k) const;
-  // Every SA with this destination and SPI (any proto). SPI 0 never matches.
+  // Every SA with this destination and SPI (any proto, mark, if_id). SPI 0 never matches.
   std::vector<const SaEntry*> find(const IpAddress& daddr, std::uint32_t spi) const;
+  // The entry's `sa` context (built once per state of the entry).
+  std::shared_ptr<const SaContext> context(const SaEntry& e) const;
 
   std::size_t sa_count() const { return sas_.size(); }
   std::size_t policy_count() const { return policies_.size(); }
-  const std::map<std::uint32_t, XfrmPolicy>& policies() const { return policies_; }
+  const XfrmPolicy* find_policy(const PolicyKey& k) const;
   const std::optional<XfrmPolicyDefault>& defaults() const { return defaults_; }
   void set_defaults(const XfrmPolicyDefault& d) { defaults_ = d; }
 
  private:
-  SaEntry make_entry(const XfrmSa& sa) const;
-  void rebuild_directions();
+  using AddrPair = std::pair<IpAddress, IpAddress>;  // (dst, src)
+  SaEntry& put_sa(const XfrmSa& sa);
+  void erase_sa(std::map<SaKey, SaEntry>::iterator it);
+  void put_policy(const XfrmPolicy& p);
+  void erase_policy(std::map<PolicyKey, XfrmPolicy>::iterator it);
+  // Re-derives the direction of every SA that `p`'s templates can match.
+  void redirect_affected(const XfrmPolicy& p);
+  void redirect(SaEntry& e) const;
+  template <typename F>
+  void for_each_candidate_policy(const XfrmSa& sa, F&& f) const;
+  template <typename F>
+  void for_each_candidate_sa(const XfrmPolicy& p, F&& f);
+  void clear();
+
   Event base(EventKind k, TimePoint now) const;
   Event sa_event(EventKind k, const SaEntry& e, TimePoint now) const;
   Event policy_event(EventKind k, const XfrmPolicy& p, TimePoint now) const;
 
   std::string netns_;
   std::map<SaKey, SaEntry> sas_;
-  std::map<std::uint32_t, XfrmPolicy> policies_;  // by the kernel's policy index
+  std::map<PolicyKey, XfrmPolicy> policies_;
   std::optional<XfrmPolicyDefault> defaults_;
+  // SA indexes.
+  std::map<std::uint32_t, std::set<SaKey>> sa_by_spi_, sa_by_reqid_;
+  std::map<AddrPair, std::set<SaKey>> sa_by_addr_;
+  // Template indexes: each template is in the bucket of the most specific
+  // thing it names; `tmpl_wild_` holds those that name nothing.
+  std::map<std::uint32_t, std::set<PolicyKey>> tmpl_by_spi_, tmpl_by_reqid_;
+  std::map<AddrPair, std::set<PolicyKey>> tmpl_by_addr_;
+  std::set<PolicyKey> tmpl_wild_;
 };
 
-SaKey sa_key(const XfrmSa& sa);
-std::string proto_name(std::uint8_t proto);
-std::string mode_name(std::uint8_t mode);
-std::string policy_dir_name(std::uint8_t dir);
 nlohmann::json selector_json(const XfrmSelector& s);
 nlohmann::json policy_json(const XfrmPolicy& p);
-// The `sa` object: allow-listed fields only, never key material.
-nlohmann::json sa_json(const XfrmSa& sa, const std::string& netns, const std::string& direction,
-                       const std::string& direction_source);
 
 }  // namespace ipsec

@@ -1,6 +1,7 @@
 // XFRM netlink protocol (NETLINK_XFRM): pure parsers from nlmsghdr-framed
-// messages to value types, and pure request builders. No I/O, no logging, no
-// exceptions on the parse path; all functions are reentrant and thread-safe.
+// messages to value types. No I/O, no logging, no exceptions on the parse
+// path; all functions are reentrant and thread-safe. The request builders are
+// in xfrm_request.hpp, the text formatter in xfrm_format.hpp.
 //
 // Key material: the kernel puts SA keys in XFRMA_ALG_* attributes of NEWSA,
 // UPDSA, DELSA, EXPIRE and GETSA replies. The value types below hold only
@@ -215,10 +216,13 @@ struct XfrmNewSa {
   XfrmSa sa;
 };
 
-// DELSA: the id, and the whole SA with its final stats when XFRMA_SA is present.
+// DELSA: the id with its mark and if_id (which tell SAs with the same id
+// apart), and the whole SA with its final stats when XFRMA_SA is present.
 struct XfrmDelSa {
   XfrmSaId id;
   std::optional<XfrmSa> sa;
+  std::optional<XfrmMark> mark;
+  std::optional<std::uint32_t> if_id;
 };
 
 struct XfrmExpire {  // EXPIRE (of an SA)
@@ -329,21 +333,5 @@ Result<XfrmMessage> parse_xfrm_message(const NetlinkMessage& message);
 
 // The message type's name ("NEWSA", ...), or nullptr if unknown.
 const char* xfrm_message_name(std::uint16_t type);
-
-// Every field of the value as one line of `key=value` text, for diagnostics
-// and tests. Contains only what the value holds, so never key material.
-std::string format_xfrm_message(const XfrmMessage& message);
-
-// ---- requests (nlmsghdr-framed, ready for NetlinkSocket::send/transact) ----
-
-// Dumps: the replies are NEWSA / NEWPOLICY messages (NLM_F_MULTI) and NLMSG_DONE.
-std::vector<std::uint8_t> build_xfrm_dump_sa(std::uint32_t seq);
-std::vector<std::uint8_t> build_xfrm_dump_policy(std::uint32_t seq);
-// One SA by (daddr, SPI in host order, proto). The unicast reply is a NEWSA
-// with current lifetime and stats, followed by an ACK.
-std::vector<std::uint8_t> build_xfrm_get_sa(std::uint32_t seq, const IpAddress& daddr, std::uint32_t spi,
-                                            std::uint8_t proto);
-// The default policies. The unicast reply is a GETDEFAULT, then an ACK.
-std::vector<std::uint8_t> build_xfrm_get_default(std::uint32_t seq);
 
 }  // namespace ipsec

@@ -40,7 +40,7 @@ def main():
             c.check(s["xfrm"]["netns_watched"] >= 3 and s["xfrm"]["aevents"] is False,
                     "service-started reports watched netns, AEVENTS not joined", s["xfrm"])
 
-            na.ip("xfrm", "policy", "add", "src", "10.78.0.1/32", "dst", "10.78.0.2/32", "proto", "udp", "dport",
+            na.ip("xfrm", "policy", "add", "src", "10.78.0.1/32", "dst", "10.78.0.2/32", "proto", "17", "dport",
                   "6666", "dir", "out", "priority", "10", "tmpl", "proto", "esp", "mode", "transport", "reqid", "66")
             r = agent.wait_for(lambda r: r["event"] == "policy-added" and r["dst"] == "10.78.0.2", timeout=2)[0]
             c.check(r["source"] == "xfrm" and r["netns"] == na.name and r["policy"]["dir"] == "out"
@@ -76,11 +76,43 @@ def main():
             c.check(x["expire"] == "hard" and x["src"] == "10.78.5.1" and x["netns"] == na.name,
                     "policy-expired (hard lifetime)", x)
 
-            na.ip("xfrm", "policy", "delete", "src", "10.78.0.1/32", "dst", "10.78.0.2/32", "proto", "udp",
+            na.ip("xfrm", "policy", "delete", "src", "10.78.0.1/32", "dst", "10.78.0.2/32", "proto", "17",
                   "dport", "6666", "dir", "out")
             dl = agent.wait_for(lambda r: r["event"] == "policy-deleted" and r["dst"] == "10.78.0.2", timeout=2)[0]
             c.check(dl["netns"] == na.name and dl["policy"]["templates"][0]["reqid"] == 66
                     and dl.get("correlation") == "matched", "policy-deleted, with what was deleted", dl)
+
+            # Route-based tunnels: 0.0.0.0/0 policies that differ only by if_id
+            # (xfrm interfaces) or by mark, added in one batch (so that both
+            # changes and their identical SPD-add audit lines meet in one
+            # correlation window). Each change is written once, with its actor,
+            # and each deletion names the policy that went.
+            batch = "".join(
+                f"xfrm policy add src 0.0.0.0/0 dst 0.0.0.0/0 dir out {ident} "
+                f"tmpl src 10.78.0.1 dst 10.78.0.{n} proto esp mode tunnel\n"
+                for ident, n in (("if_id 7", 17), ("if_id 8", 18), ("mark 1", 21), ("mark 2", 22)))
+            subprocess.run(["ip", "-n", na.name, "-batch", "-"], input=batch, text=True, check=True)
+
+            def wild(ev):
+                return lambda r: (r["event"] == ev and r["src"] == "0.0.0.0" and r["dst"] == "0.0.0.0"
+                                  and r.get("netns") == na.name)
+
+            added = agent.wait_for(lambda r: wild("policy-added")(r) and r["source"] == "xfrm", timeout=3, count=4)
+            idents = sorted((r["policy"].get("if_id") or 0, r["policy"].get("mark", {}).get("value", 0))
+                            for r in added)
+            c.check(len(added) == 4 and idents == [(0, 1), (0, 2), (7, 0), (8, 0)],
+                    "four 0/0 policies differing by if_id / mark: four policy-added records",
+                    [(r["policy"].get("if_id"), r["policy"].get("mark")) for r in added])
+            index_of = {(r["policy"].get("if_id"), r["policy"].get("mark", {}).get("value")): r["policy"]["index"]
+                        for r in added}
+            wild_added = wild("policy-added")
+            for ident, key in ((["if_id", "8"], (8, None)), (["mark", "2"], (None, 2)),
+                               (["if_id", "7"], (7, None)), (["mark", "1"], (None, 1))):
+                na.ip("xfrm", "policy", "delete", "src", "0.0.0.0/0", "dst", "0.0.0.0/0", "dir", "out", *ident)
+                gone = agent.wait_for(lambda r: wild("policy-deleted")(r) and r["policy"]["index"] == index_of.get(key),
+                                      timeout=2)[0]
+                c.check((gone["policy"].get("if_id"), gone["policy"].get("mark", {}).get("value")) == key,
+                        f"deleting the 0/0 policy with {' '.join(ident)} names that one", gone)
 
             # A netns that appears after start is followed (--netns all).
             with Netns("ixc") as nc:
@@ -108,6 +140,18 @@ def main():
             c.check(not problems, f"all {len(recs)} records valid against the schema", problems[:5])
             c.check(not any(r["event"] == "policy-added" and r["src"] == "10.78.9.9" for r in recs),
                     "the start-up dump writes no records")
+            # Each of the four batched changes once, with its actor: paired (or
+            # matched); an audit line that came after its window would stand on
+            # its own (unmatched) beside an XFRM record without one (none).
+            xf = [r for r in recs if wild_added(r) and r["source"] == "xfrm"]
+            lone = [r for r in recs if wild_added(r) and r["source"] != "xfrm"]
+            c.check(len(xf) == 4 and all(r.get("correlation") in ("matched", "paired", "none") for r in xf)
+                    and all(r["audit"]["op"] == "SPD-add" for r in xf if r.get("correlation") != "none")
+                    and all(r.get("correlation") == "unmatched" for r in lone)
+                    and len(lone) == sum(1 for r in xf if r.get("correlation") == "none"),
+                    "identical SPD-add lines of the batch: each change written once, with its actor",
+                    [(r["source"], r.get("correlation"), r["policy"].get("if_id"), r["policy"].get("mark"))
+                     for r in xf + lone])
 
         # Overrun: a tiny buffer, the agent stopped while a burst of changes happens.
         with Netns("ixd") as nd:

@@ -8,6 +8,7 @@
 #include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
 #include "audit/pipeline.hpp"
+#include "audit/sa_context.hpp"
 
 int main() {
   using namespace ipsec;
@@ -16,6 +17,27 @@ int main() {
       "audit(1795394846.080:25): op=SA-notfound src=fd00::1 dst=fd00::2 flowlbl=0x1 spi=1(0x1) seqno=2 x=y");
   if (!rec) return 1;
   std::string line;
+  XfrmSa x;
+  x.saddr = *IpAddress::parse("10.0.0.1");
+  x.daddr = *IpAddress::parse("10.0.0.2");
+  x.spi = 0x1001;
+  x.proto = 50;
+  x.reqid = 3;
+  x.aead = XfrmAeadAlg{"rfc4106(gcm(aes))", 128};
+  x.auth = XfrmAuthAlg{"hmac(sha256)", 128};
+  x.enc = "cbc(aes)";
+  x.comp = "deflate";
+  x.lifetime.soft_byte_limit = ~0ULL;
+  x.encap = XfrmEncap{2, 4500, 4500, *IpAddress::parse("0.0.0.0")};
+  x.mark = XfrmMark{1, 0xffffffff};
+  x.if_id = 7;
+  x.selector.family = 2;
+  x.selector.saddr = x.saddr;
+  x.selector.daddr = x.daddr;
+  x.selector.dport_mask = 0xffff;
+  x.selector.dport = 500;
+  const auto sa = std::make_shared<const SaContext>(
+      SaContext{x, "vpn", SaDirection::unknown, DirectionSource::none, DirectionPending::no_policy});
   for (std::size_t i = 0; i < kEventKindCount; ++i) {
     Event full = event_from_ipsec_audit(*rec, std::chrono::system_clock::now());
     Event bare;
@@ -35,11 +57,26 @@ int main() {
     if (full.kind == EventKind::kernel_audit_changed)
       full.detail = bare.detail = {{"kernel_audit", {{"enabled", 0}, {"failure", 1}, {"backlog_limit", 64}}},
                                    {"concerns", {"disabled", "backlog-limit-small"}}};
+    // Records that name an SA carry a full one (marked, with an if_id, its
+    // direction pending) and, as ambiguous or 4965 records do, candidates.
+    if (full.kind != EventKind::incorrect_spi) full.sa = sa;
+    full.sa_candidates = {SaCandidate{
+        sa, full.kind == EventKind::incorrect_spi ? CandidateReason::other_mark_or_netns : CandidateReason::none}};
+    if (full.kind != EventKind::incorrect_spi) full.sa_match = SaMatch::ambiguous;
+    full.correlation = static_cast<Correlation>(i % 5);
+    if (full.audit) full.audit_candidates = {AuditCandidate{full.kernel, *full.audit}};
     for (const Event* e : {&full, &bare}) {
       line.clear();
       w.write(*e, line);
       std::fwrite(line.data(), 1, line.size(), stdout);
     }
   }
+  // A record the strict parser refused, kept with its raw text.
+  line.clear();
+  w.write(event_from_salvaged_ipsec_audit(
+              salvage_ipsec_audit_record("audit(1.000:2): op=SPD-add auid=0 ses=1 subj=a (b) res=1 src=10.0.0.1"),
+              std::chrono::system_clock::now()),
+          line);
+  std::fwrite(line.data(), 1, line.size(), stdout);
   return 0;
 }

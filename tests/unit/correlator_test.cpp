@@ -42,7 +42,7 @@ TEST(Correlator, OneAndOneMergeWhicheverComesFirst) {
     EXPECT_EQ(*out[0].netns, "a");
     EXPECT_EQ(*out[0].audit->auid, 1000u);
     EXPECT_EQ(out[0].kernel->serial, 42u);
-    EXPECT_EQ(*out[0].correlation, "matched");
+    EXPECT_EQ(*out[0].correlation, Correlation::matched);
     EXPECT_EQ(c.pending(), 0u);
   }
 }
@@ -54,20 +54,148 @@ TEST(Correlator, DifferentSpiDoesNotMatch) {
   c.add(change(EventKind::sa_added, Source::kernel_audit, "10.0.0.1", "10.0.0.2", 2), t0);
   auto out = c.take_ready(t0 + 1s);
   ASSERT_EQ(out.size(), 2u);
-  EXPECT_EQ(*out[0].correlation, "none");
-  EXPECT_EQ(*out[1].correlation, "unmatched");
+  EXPECT_EQ(*out[0].correlation, Correlation::none);
+  EXPECT_EQ(*out[1].correlation, Correlation::unmatched);
 }
 
-TEST(Correlator, IdenticalInAndOutPoliciesAreAmbiguous) {
+// An inbound and an outbound policy with one selector: two XFRM messages and
+// two audit lines that say the same. Who made them is known; each change is
+// written once, paired in arrival order.
+TEST(Correlator, IdenticalInAndOutPoliciesArePairedInOrder) {
   ChangeCorrelator c(200ms);
   const auto t0 = Clock::time_point{} + 1s;
-  c.add(change(EventKind::policy_added, Source::xfrm, "10.0.0.1", "10.0.0.2"), t0);
-  c.add(change(EventKind::policy_added, Source::xfrm, "10.0.0.1", "10.0.0.2"), t0 + 1ms);
-  c.add(change(EventKind::policy_added, Source::kernel_audit, "10.0.0.1", "10.0.0.2"), t0 + 2ms);
-  c.add(change(EventKind::policy_added, Source::kernel_audit, "10.0.0.1", "10.0.0.2"), t0 + 3ms);
+  auto in = change(EventKind::policy_added, Source::xfrm, "10.0.0.1", "10.0.0.2");
+  in.message = "in";
+  auto out_ = change(EventKind::policy_added, Source::xfrm, "10.0.0.1", "10.0.0.2");
+  out_.message = "out";
+  auto a1 = change(EventKind::policy_added, Source::kernel_audit, "10.0.0.1", "10.0.0.2");
+  auto a2 = a1;
+  a2.kernel->serial = 43;
+  c.add(in, t0);
+  c.add(out_, t0 + 1ms);
+  c.add(a1, t0 + 2ms);
+  c.add(a2, t0 + 3ms);
   auto out = c.take_ready(t0 + 1s);
-  ASSERT_EQ(out.size(), 4u);
-  for (const auto& e : out) EXPECT_EQ(*e.correlation, "ambiguous");
+  ASSERT_EQ(out.size(), 2u) << "each change once";
+  EXPECT_EQ(out[0].message, "in");
+  EXPECT_EQ(out[0].kernel->serial, 42u);
+  EXPECT_EQ(out[1].message, "out");
+  EXPECT_EQ(out[1].kernel->serial, 43u);
+  for (const auto& e : out) {
+    EXPECT_EQ(*e.correlation, Correlation::paired);
+    EXPECT_EQ(*e.audit->auid, 1000u);
+    EXPECT_EQ(e.source, Source::xfrm);
+  }
+  EXPECT_EQ(c.pending(), 0u);
+}
+
+// The same SA added in two watched netns (strongSwan on both ends of a lab
+// tunnel): two XFRM messages, two identical audit lines. Before, 4 records.
+TEST(Correlator, SameChangeInTwoNetnsIsWrittenOncePerNetns) {
+  ChangeCorrelator c(200ms);
+  const auto t0 = Clock::time_point{} + 1s;
+  auto xa = change(EventKind::sa_added, Source::xfrm, "10.0.0.1", "10.0.0.2", 0x1001);
+  auto xb = xa;
+  xb.netns = "b";
+  auto a = change(EventKind::sa_added, Source::kernel_audit, "10.0.0.1", "10.0.0.2", 0x1001);
+  // Audit first, XFRM later, interleaved: the order of arrival decides nothing else.
+  c.add(a, t0);
+  c.add(xa, t0 + 1ms);
+  c.add(a, t0 + 2ms);
+  c.add(xb, t0 + 3ms);
+  auto out = c.take_ready(t0 + 1s);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(*out[0].netns, "a");
+  EXPECT_EQ(*out[1].netns, "b");
+  for (const auto& e : out) EXPECT_EQ(*e.correlation, Correlation::paired);
+}
+
+// A second change that falls outside the first one's window is simply its own
+// group: one record each, whatever the timing.
+TEST(Correlator, SameChangeInTwoNetnsApartInTime) {
+  ChangeCorrelator c(200ms);
+  const auto t0 = Clock::time_point{} + 1s;
+  auto xa = change(EventKind::sa_added, Source::xfrm, "10.0.0.1", "10.0.0.2", 0x1001);
+  auto xb = xa;
+  xb.netns = "b";
+  auto a = change(EventKind::sa_added, Source::kernel_audit, "10.0.0.1", "10.0.0.2", 0x1001);
+  c.add(xa, t0);
+  c.add(a, t0 + 10ms);
+  auto first = c.take_ready(t0 + 250ms);
+  c.add(xb, t0 + 400ms);
+  c.add(a, t0 + 420ms);
+  auto second = c.take_ready(t0 + 1s);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(*first[0].correlation, Correlation::matched);
+  EXPECT_EQ(*second[0].correlation, Correlation::matched);
+  EXPECT_EQ(*second[0].netns, "b");
+}
+
+// Two actors, two netns, one change each: who did which is not known. Each
+// change is still written once, with both audit records as candidates.
+TEST(Correlator, DifferentActorsAreAmbiguousButEachChangeIsWrittenOnce) {
+  ChangeCorrelator c(200ms);
+  const auto t0 = Clock::time_point{} + 1s;
+  auto xa = change(EventKind::sa_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2", 7);
+  auto xb = xa;
+  xb.netns = "b";
+  auto a1 = change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2", 7);
+  auto a2 = a1;
+  a2.audit->auid = 0;
+  a2.kernel->serial = 50;
+  c.add(xa, t0);
+  c.add(xb, t0);
+  c.add(a1, t0 + 1ms);
+  c.add(a2, t0 + 2ms);
+  auto out = c.take_ready(t0 + 1s);
+  ASSERT_EQ(out.size(), 2u);
+  for (const auto& e : out) {
+    EXPECT_EQ(e.source, Source::xfrm);
+    EXPECT_EQ(*e.correlation, Correlation::ambiguous);
+    EXPECT_FALSE(e.audit);
+    ASSERT_EQ(e.audit_candidates.size(), 2u);
+    EXPECT_EQ(*e.audit_candidates[0].audit.auid, 1000u);
+    EXPECT_EQ(e.audit_candidates[1].kernel->serial, 50u);
+  }
+}
+
+// More identical audit records than watched changes: the rest happened where
+// the agent does not look (an unwatched netns) and stay on their own.
+TEST(Correlator, ExtraIdenticalAuditRecordsAreUnmatched) {
+  ChangeCorrelator c(200ms);
+  const auto t0 = Clock::time_point{} + 1s;
+  auto x = change(EventKind::policy_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2");
+  auto a = change(EventKind::policy_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2");
+  c.add(x, t0);
+  c.add(x, t0);
+  for (int i = 0; i < 3; ++i) c.add(a, t0 + 1ms);
+  auto out = c.take_ready(t0 + 1s);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(*out[0].correlation, Correlation::paired);
+  EXPECT_EQ(*out[1].correlation, Correlation::paired);
+  EXPECT_EQ(*out[2].correlation, Correlation::unmatched);
+  EXPECT_EQ(out[2].source, Source::kernel_audit);
+}
+
+// Many changes pending at once (a flush of thousands): keyed, not pairwise;
+// every one decided, in order.
+TEST(Correlator, ManyPendingChangesAreDecidedInOrder) {
+  ChangeCorrelator c(200ms);
+  const auto t0 = Clock::time_point{} + 1s;
+  constexpr std::uint32_t kN = 5000;
+  for (std::uint32_t spi = 1; spi <= kN; ++spi)
+    c.add(change(EventKind::sa_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2", spi), t0);
+  for (std::uint32_t spi = kN; spi >= 1; --spi)
+    c.add(change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2", spi), t0 + 1ms);
+  auto out = c.take_ready(t0 + 1s);
+  ASSERT_EQ(out.size(), kN);
+  for (std::uint32_t i = 0; i < kN; ++i) {
+    ASSERT_EQ(*out[i].spi, i + 1);
+    ASSERT_EQ(*out[i].correlation, Correlation::matched);
+  }
+  EXPECT_EQ(c.pending(), 0u);
+  EXPECT_FALSE(c.next_deadline());
 }
 
 TEST(Correlator, FlushBurstMatchesPerSaAndKeepsOrder) {
@@ -81,7 +209,7 @@ TEST(Correlator, FlushBurstMatchesPerSaAndKeepsOrder) {
   ASSERT_EQ(out.size(), 3u);
   for (std::uint32_t i = 0; i < 3; ++i) {
     EXPECT_EQ(*out[i].spi, i + 1);
-    EXPECT_EQ(*out[i].correlation, "matched");
+    EXPECT_EQ(*out[i].correlation, Correlation::matched);
   }
 }
 
@@ -111,7 +239,7 @@ TEST(Correlator, HardExpiryJoinsSadDeleteWithoutTheBystanderActor) {
   auto out = c.take_ready(t0 + 1s);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].kind, EventKind::sa_expired);
-  EXPECT_EQ(*out[0].correlation, "matched");
+  EXPECT_EQ(*out[0].correlation, Correlation::matched);
   EXPECT_EQ(out[0].audit->op, "SAD-delete");
   EXPECT_FALSE(out[0].audit->auid) << "the task that happened to run is not the actor";
   EXPECT_EQ(out[0].kernel->serial, 42u);

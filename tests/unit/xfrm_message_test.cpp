@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "xfrm/netns.hpp"
+#include "xfrm/xfrm_format.hpp"
+#include "xfrm/xfrm_request.hpp"
 
 using namespace ipsec;
 
@@ -849,6 +851,21 @@ TEST(XfrmSynthetic, DelSaWithFinalSa) {
   auto bare = parse_one(MsgBuilder(XFRM_MSG_DELSA, &id, sizeof id).done());
   ASSERT_TRUE(bare);
   EXPECT_FALSE(as<XfrmDelSa>(*bare).sa);
+  EXPECT_FALSE(as<XfrmDelSa>(*bare).mark);
+
+  // The id with its mark and if_id: SAs with the same id differ by them.
+  const xfrm_mark mk{5, 0xffffffff};
+  const std::uint32_t if_id = 9;
+  auto marked = parse_one(MsgBuilder(XFRM_MSG_DELSA, &id, sizeof id)
+                              .attr(XFRMA_MARK, &mk, sizeof mk)
+                              .attr(XFRMA_IF_ID, &if_id, sizeof if_id)
+                              .done());
+  ASSERT_TRUE(marked) << marked.error().message;
+  const auto& dm = as<XfrmDelSa>(*marked);
+  ASSERT_TRUE(dm.mark);
+  EXPECT_EQ(dm.mark->value, 5u);
+  EXPECT_EQ(dm.mark->mask, 0xffffffffu);
+  EXPECT_EQ(dm.if_id, 9u);
 }
 
 TEST(XfrmSynthetic, ExpireMappingAsyncEvent) {
@@ -1164,7 +1181,7 @@ TEST(XfrmRequests, DumpsAndGets) {
   check(build_xfrm_get_default(9), XFRM_MSG_GETDEFAULT, NLM_F_REQUEST | NLM_F_ACK,
         NLMSG_ALIGN(sizeof(xfrm_userpolicy_default)));
 
-  const Buf get = build_xfrm_get_sa(9, ip("fd00::2"), 0x2001, IPPROTO_ESP);
+  const Buf get = build_xfrm_get_sa(9, XfrmSaRef{ip("fd00::2"), 0x2001, IPPROTO_ESP, {}, {}});
   check(get, XFRM_MSG_GETSA, NLM_F_REQUEST | NLM_F_ACK, sizeof(xfrm_usersa_id));
   xfrm_usersa_id id{};
   std::memcpy(&id, get.data() + NLMSG_HDRLEN, sizeof id);
@@ -1173,11 +1190,66 @@ TEST(XfrmRequests, DumpsAndGets) {
   EXPECT_EQ(id.proto, IPPROTO_ESP);
   EXPECT_EQ(IpAddress::from_v6(id.daddr.a6), ip("fd00::2"));
 
-  const Buf get4 = build_xfrm_get_sa(1, ip("10.0.0.2"), 0x1001, IPPROTO_ESP);
+  const Buf get4 = build_xfrm_get_sa(1, XfrmSaRef{ip("10.0.0.2"), 0x1001, IPPROTO_ESP, {}, {}});
   std::memcpy(&id, get4.data() + NLMSG_HDRLEN, sizeof id);
   EXPECT_EQ(id.family, AF_INET);
   EXPECT_EQ(IpAddress::from_v4(&id.daddr.a4), ip("10.0.0.2"));
   EXPECT_EQ(id.daddr.a6[1], 0u);  // nothing but the four address bytes
+}
+
+// The kernel finds a marked SA for GETSA only by XFRMA_MARK (without it it
+// looks up mark 0): the request carries the SA's mark, and its if_id.
+TEST(XfrmRequests, GetSaCarriesMarkAndIfId) {
+  XfrmSa sa;
+  sa.daddr = ip("10.0.0.2");
+  sa.spi = 0x1001;
+  sa.proto = IPPROTO_ESP;
+  sa.mark = XfrmMark{7, 0xff};
+  sa.if_id = 42;
+  const Buf req = build_xfrm_get_sa(3, sa_ref(sa));
+  int n = 0;
+  std::optional<xfrm_mark> mark;
+  std::optional<std::uint32_t> if_id;
+  bool attrs_whole = true;
+  auto w = for_each_netlink_message(Bytes(req), [&](const NetlinkMessage& m) {
+    ++n;
+    EXPECT_EQ(m.type, XFRM_MSG_GETSA);
+    EXPECT_EQ(m.flags, NLM_F_REQUEST | NLM_F_ACK);
+    std::size_t off = NLMSG_ALIGN(sizeof(xfrm_usersa_id));
+    while (off + sizeof(nlattr) <= m.payload.size()) {
+      nlattr a{};
+      std::memcpy(&a, m.payload.data() + off, sizeof a);
+      if (a.nla_len < sizeof a || off + a.nla_len > m.payload.size()) {
+        attrs_whole = false;
+        break;
+      }
+      const std::uint8_t* body = m.payload.data() + off + NLA_HDRLEN;
+      if (a.nla_type == XFRMA_MARK && a.nla_len == NLA_HDRLEN + sizeof(xfrm_mark)) {
+        xfrm_mark v{};
+        std::memcpy(&v, body, sizeof v);
+        mark = v;
+      }
+      if (a.nla_type == XFRMA_IF_ID && a.nla_len == NLA_HDRLEN + 4) {
+        std::uint32_t v = 0;
+        std::memcpy(&v, body, 4);
+        if_id = v;
+      }
+      off += NLA_ALIGN(a.nla_len);
+    }
+    return true;
+  });
+  EXPECT_TRUE(w);
+  EXPECT_EQ(n, 1);
+  EXPECT_TRUE(attrs_whole);
+  ASSERT_TRUE(mark);
+  EXPECT_EQ(mark->v, 7u);
+  EXPECT_EQ(mark->m, 0xffu);
+  ASSERT_TRUE(if_id);
+  EXPECT_EQ(*if_id, 42u);
+  // No mark, no if_id: the bare xfrm_usersa_id.
+  sa.mark.reset();
+  sa.if_id.reset();
+  EXPECT_EQ(build_xfrm_get_sa(3, sa_ref(sa)).size(), NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(xfrm_usersa_id)));
 }
 
 // ---- netns ----
@@ -1218,9 +1290,20 @@ TEST(Netns, SocketLivesInTheNamespaceAndTheThreadComesBack) {
         auto r = parse_xfrm_message(m);
         if (r && std::holds_alternative<XfrmNewPolicy>(*r)) policies.push_back(std::get<XfrmNewPolicy>(*r).policy);
       },
-      false);
+      ReplyKind::dump);
   EXPECT_TRUE(t) << (t ? "" : t.error().message);
   ASSERT_EQ(policies.size(), 1u);
   EXPECT_EQ(policies[0].selector.saddr, ip("10.77.0.0"));
+  // The kernel accepts a GETSA that carries XFRMA_MARK and XFRMA_IF_ID: no
+  // such SA (ESRCH), not an invalid request (EINVAL).
+  XfrmSa probe;
+  probe.daddr = ip("10.77.0.1");
+  probe.spi = 0x4242;
+  probe.proto = IPPROTO_ESP;
+  probe.mark = XfrmMark{1, 0xffffffff};
+  probe.if_id = 7;
+  auto g = sock->transact(build_xfrm_get_sa(6, sa_ref(probe)), 6, [](const NetlinkMessage&) {}, ReplyKind::ack);
+  ASSERT_FALSE(g);
+  EXPECT_EQ(g.error().sys_errno, ESRCH) << g.error().message;
   EXPECT_EQ(std::system(("ip netns del " + name).c_str()), 0);
 }

@@ -1,6 +1,10 @@
 // ipsec-audit-bench: the hot paths, measured with Google Benchmark.
 //   kernel audit datagram bytes -> framing -> parse -> Event -> JSON line
 //   XFRM NEWSA datagram -> parse -> XfrmTable.apply -> sa-added JSON line
+//   N tunnels brought up and flushed at once: XfrmTable.apply + ChangeCorrelator
+//   (with the kernel audit record of each change) + JsonWriter, per change
+//   (ns_per_change should stay flat from 250 to 10,000 tunnels), and the
+//   start-up load of a dump of N SAs and N policies.
 // Standard Google Benchmark flags; items_per_second is records per second.
 // A figure, never a test: nothing here asserts a speed.
 #include <benchmark/benchmark.h>
@@ -11,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/correlator.hpp"
 #include "audit/datagram_sink.hpp"
 #include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
@@ -126,6 +131,139 @@ void BM_XfrmNewSaApply(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_XfrmNewSaApply);
+
+// ---- thousands of tunnels ----
+
+// Tunnel i as strongSwan installs it: an outbound and an inbound tunnel-mode
+// SA (one reqid), then an out and an in policy whose templates carry the
+// tunnel endpoints and the reqid. Every address is unique per tunnel.
+IpAddress v4(std::uint32_t host_order) {
+  const std::uint32_t be = __builtin_bswap32(host_order);
+  return IpAddress::from_v4(&be);
+}
+constexpr std::uint32_t kLocal = 0xC6336401;     // 198.51.100.1
+constexpr std::uint32_t kPeerBase = 0x64400000;  // 100.64.0.0 + i
+constexpr std::uint32_t kNetBase = 0x0A000000;   // 10.i.i.0/24 behind peer i
+
+XfrmSa bench_sa(std::uint32_t i, bool out) {
+  XfrmSa sa;
+  sa.saddr = out ? v4(kLocal) : v4(kPeerBase + i);
+  sa.daddr = out ? v4(kPeerBase + i) : v4(kLocal);
+  sa.spi = (out ? 0xC0000000U : 0xC8000000U) + i;
+  sa.proto = 50;
+  sa.reqid = i + 1;
+  sa.mode = 1;
+  sa.replay_window = 32;
+  sa.aead = XfrmAeadAlg{"rfc4106(gcm(aes))", 128};
+  sa.lifetime.soft_byte_limit = sa.lifetime.hard_byte_limit = ~0ULL;
+  sa.lifetime.soft_packet_limit = sa.lifetime.hard_packet_limit = ~0ULL;
+  return sa;
+}
+
+XfrmPolicy bench_policy(std::uint32_t i, bool out) {
+  XfrmPolicy p;
+  p.dir = out ? 1 : 0;
+  p.index = (i + 1) * 16 + p.dir;
+  p.selector.family = 2;
+  const IpAddress local = v4(0xC0A80000), remote = v4(kNetBase + (i << 8));  // 192.168.0.0/16, 10.x.y.0/24
+  p.selector.saddr = out ? local : remote;
+  p.selector.daddr = out ? remote : local;
+  p.selector.prefixlen_s = out ? 16 : 24;
+  p.selector.prefixlen_d = out ? 24 : 16;
+  XfrmTemplate t;
+  t.proto = 50;
+  t.mode = 1;
+  t.reqid = i + 1;
+  t.saddr = out ? v4(kLocal) : v4(kPeerBase + i);
+  t.daddr = out ? v4(kPeerBase + i) : v4(kLocal);
+  p.templates.push_back(t);
+  return p;
+}
+
+// The kernel audit record the change gives (SAD-add, SPD-delete, ...).
+Event audit_of(const Event& x) {
+  Event a;
+  a.kind = x.kind == EventKind::sa_expired ? EventKind::sa_deleted : x.kind;
+  a.source = Source::kernel_audit;
+  a.src = x.src;
+  a.dst = x.dst;
+  a.spi = x.spi;
+  a.kernel = AuditHeader{1795394846, 80, 25};
+  a.audit = KernelAuditFields{};
+  a.audit->op = "SAD-add";
+  a.audit->auid = 0;
+  a.audit->ses = 1;
+  return a;
+}
+
+// N tunnels up (4N changes: 2N SAs then 2N policies, as one `ip -batch` or
+// strongSwan gives them) and flushed (SAD flush, SPD flush: 4N records),
+// through the table, the correlator with one audit record per change, and
+// the writer.
+void BM_TunnelsUpAndFlushed(benchmark::State& state) {
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  std::vector<XfrmMessage> up;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    up.emplace_back(XfrmNewSa{kXfrmMsgNewSa, bench_sa(i, true)});
+    up.emplace_back(XfrmNewSa{kXfrmMsgNewSa, bench_sa(i, false)});
+  }
+  for (std::uint32_t i = 0; i < n; ++i) {
+    up.emplace_back(XfrmNewPolicy{kXfrmMsgNewPolicy, bench_policy(i, true)});
+    up.emplace_back(XfrmNewPolicy{kXfrmMsgNewPolicy, bench_policy(i, false)});
+  }
+  const std::vector<XfrmMessage> down{XfrmFlushSa{0}, XfrmFlushPolicy{0}};
+  JsonWriter w("h");
+  std::string line;
+  std::size_t records = 0;
+  for (auto _ : state) {
+    XfrmTable t("bench");
+    ChangeCorrelator c(std::chrono::milliseconds(250));
+    const auto now = std::chrono::system_clock::now();
+    const auto t0 = ChangeCorrelator::Clock::now();
+    records = 0;
+    auto run = [&](const std::vector<XfrmMessage>& msgs) {
+      for (const auto& m : msgs)
+        for (auto& e : t.apply(m, now)) {
+          c.add(audit_of(e), t0);
+          c.add(std::move(e), t0);
+        }
+      for (const auto& e : c.take_ready(t0 + std::chrono::seconds(1))) {
+        line.clear();
+        w.write(e, line);
+        ++records;
+      }
+    };
+    run(up);
+    run(down);
+    benchmark::DoNotOptimize(line.data());
+  }
+  if (records != 8ULL * n) state.SkipWithError("not every change was written once");
+  state.counters["changes"] = static_cast<double>(8ULL * n);
+  state.counters["ns_per_change"] = benchmark::Counter(
+      static_cast<double>(8ULL * n) / 1e9, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * 8ULL * n));
+}
+BENCHMARK(BM_TunnelsUpAndFlushed)->Arg(250)->Arg(1000)->Arg(4000)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// The start-up dump: N SAs and N policies loaded at once (N = 2 x tunnels).
+void BM_LoadDump(benchmark::State& state) {
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  std::vector<XfrmSa> sas;
+  std::vector<XfrmPolicy> pols;
+  for (std::uint32_t i = 0; i < n / 2; ++i)
+    for (bool out : {true, false}) {
+      sas.push_back(bench_sa(i, out));
+      pols.push_back(bench_policy(i, out));
+    }
+  for (auto _ : state) {
+    XfrmTable t("bench");
+    t.load(sas, pols);
+    benchmark::DoNotOptimize(t.sa_count());
+  }
+  state.counters["ns_per_entry"] = benchmark::Counter(
+      static_cast<double>(2ULL * n) / 1e9, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_LoadDump)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
