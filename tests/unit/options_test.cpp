@@ -44,7 +44,7 @@ TEST(Options, BadOptionsAreOneLineErrors) {
                                                          {"--output", "file.jsonl"},
                                                          {"--state-dir", "rel"},
                                                          {"--foreground=1"},
-                                                         {"--audit-status-interval", "0"},
+                                                         {"--audit-status-interval", "-1"},
                                                          {"--control-socket", "/" + std::string(200, 'x')}}) {
     auto o = parse(args);
     ASSERT_FALSE(o) << args[0];
