@@ -7,7 +7,7 @@ BUILD="build-essential cmake pkg-config libmnl-dev libnl-3-dev libnl-route-3-dev
 libboost-dev nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev"
 RUN="iproute2"
 TEST="python3 python3-jsonschema nftables qemu-system-x86 busybox-static kmod cpio \
-rpm lintian rpmlint systemd"
+rpm lintian rpmlint systemd logrotate"
 case "${1:-all}" in
   run) PKGS="$BUILD $RUN" ;;
   *) PKGS="$BUILD $RUN $TEST" ;;
