@@ -114,7 +114,7 @@ R="$T/rpmroot"
 mkdir -p "$R/bin" "$R/dev" "$R/var/tmp" "$R/tmp"
 cp /bin/busybox "$R/bin/busybox"
 ln -s busybox "$R/bin/sh"
-mknod -m 666 "$R/dev/null" c 1 3
+mknod -m 666 "$R/dev/null" c 1 3 2>/dev/null || : > "$R/dev/null"   # a file will do where mknod is not allowed
 for c in systemctl systemd-sysusers systemd-tmpfiles; do   # stand-ins: log what the scriptlets ask for
     printf '#!/bin/sh\necho "%s $*" >> /stand-in.log\n' "$c" > "$R/bin/$c"
     chmod 755 "$R/bin/$c"
