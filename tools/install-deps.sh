@@ -8,8 +8,10 @@ libboost-dev nlohmann-json3-dev libsystemd-dev libcap-ng-dev libgtest-dev libgmo
 RUN="iproute2"
 # netbase: /etc/protocols, which `ip xfrm ... proto NAME` and getprotobyname need
 # (a minimal root such as debootstrap minbase or a container image lacks it).
-TEST="python3 python3-jsonschema netbase systemd nftables qemu-system-x86 busybox-static kmod cpio \
-clang libclang-rt-14-dev llvm-14"
+# clang, libclang-rt-14-dev, llvm-14: the fuzzers and sanitizer runtimes; rpm, lintian,
+# rpmlint, systemd, logrotate: building and checking the packages.
+TEST="python3 python3-jsonschema netbase nftables qemu-system-x86 busybox-static kmod cpio \
+clang libclang-rt-14-dev llvm-14 rpm lintian rpmlint systemd logrotate"
 case "${1:-all}" in
   run) PKGS="$BUILD $RUN" ;;
   *) PKGS="$BUILD $RUN $TEST" ;;
