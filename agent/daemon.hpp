@@ -4,6 +4,8 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -17,12 +19,19 @@ namespace ipsec {
 
 class Daemon {
  public:
-  explicit Daemon(Options opts);
+  // Reads the config file again and applies the command line over it (SIGHUP).
+  using Loader = std::function<Result<Options>()>;
+  explicit Daemon(Options opts, Loader reload = {});
   // Runs until SIGTERM/SIGINT (exit 0) or a critical failure (exit 1).
   int run();
 
  private:
   void on_signal(int signo);
+  void arm_signals();
+  void reload();
+  void arm_output_check();
+  void arm_watchdog(std::chrono::microseconds period);
+  Result<std::vector<std::unique_ptr<Sink>>> open_sinks(const Options& o) const;
   void critical(const std::string& why);
   void agent_event(EventKind kind, std::string message, nlohmann::json detail = nullptr);
   nlohmann::json kernel_audit_detail() const;
@@ -30,8 +39,12 @@ class Daemon {
   void write_stopped(int signo);
 
   Options opts_;
+  Loader loader_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
+  boost::asio::steady_timer output_timer_;
+  boost::asio::steady_timer watchdog_timer_;
+  std::string capabilities_;  // what was kept, for service-started
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<XfrmTracker> xfrm_;
   std::unique_ptr<KernelAuditSource> audit_;

@@ -20,6 +20,60 @@ constexpr int kBatch = 256;
 constexpr std::size_t kBufferSize = 16384;
 }  // namespace
 
+std::vector<std::string> audit_status_concerns(const AuditStatus& s) {
+  std::vector<std::string> c;
+  if (s.enabled == 0) c.emplace_back("disabled");
+  if (s.failure == 2) c.emplace_back("failure-panic");
+  if (s.backlog_limit != 0 && s.backlog_limit < kMinSafeBacklogLimit) c.emplace_back("backlog-limit-small");
+  return c;
+}
+
+bool audit_settings_changed(const AuditStatus& a, const AuditStatus& b) {
+  return a.enabled != b.enabled || a.failure != b.failure || a.rate_limit != b.rate_limit ||
+         a.backlog_limit != b.backlog_limit;
+}
+
+nlohmann::json audit_status_json(const AuditStatus& s) {
+  return {
+      {"enabled", s.enabled}, {"failure", s.failure}, {"rate_limit", s.rate_limit}, {"backlog_limit", s.backlog_limit},
+      {"lost", s.lost},       {"backlog", s.backlog}, {"daemon_pid", s.pid}};
+}
+
+Event make_kernel_audit_changed(const std::optional<AuditStatus>& before, const AuditStatus& now) {
+  Event e;
+  e.kind = EventKind::kernel_audit_changed;
+  e.source = Source::kernel_audit;
+  e.time = std::chrono::system_clock::now();
+  const auto concerns = audit_status_concerns(now);
+  std::string msg;
+  auto add = [&msg](const std::string& part) { msg += (msg.empty() ? "" : "; ") + part; };
+  if (before) {
+    auto change = [&](const char* what, std::uint32_t a, std::uint32_t b) {
+      if (a != b) add(std::string(what) + " " + std::to_string(a) + " -> " + std::to_string(b));
+    };
+    change("enabled", before->enabled, now.enabled);
+    change("failure", before->failure, now.failure);
+    change("backlog_limit", before->backlog_limit, now.backlog_limit);
+    change("rate_limit", before->rate_limit, now.rate_limit);
+    msg = "kernel audit settings changed: " + msg;
+  } else {
+    msg = "kernel audit settings at start put IPsec auditing at risk";
+  }
+  for (const auto& c : concerns) {
+    if (c == "disabled")
+      msg += "; KERNEL AUDIT IS DISABLED: the kernel writes no IPsec packet records (ICV, replay, bad SPI)";
+    else if (c == "failure-panic")
+      msg += "; failure mode 2 (panic): a backlog overflow, e.g. a flood of bad-SPI packets, panics the host";
+    else
+      msg += "; backlog limit " + std::to_string(now.backlog_limit) + " is below " +
+             std::to_string(kMinSafeBacklogLimit) + ": bursts of records will be lost";
+  }
+  e.message = std::move(msg);
+  e.detail = {{"kernel_audit", audit_status_json(now)}, {"concerns", concerns}};
+  if (before) e.detail["kernel_audit_before"] = audit_status_json(*before);
+  return e;
+}
+
 KernelAuditSource::KernelAuditSource(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal)
     : io_(io), cfg_(cfg), sink_(std::move(sink)), fatal_(std::move(fatal)), timer_(io), buf_(kBufferSize) {}
 
@@ -35,11 +89,16 @@ Result<Unit> KernelAuditSource::start() {
   if (!control) return control.error();
   control_.emplace(std::move(*control));
 
-  auto st = query_status();
+  const bool polling = cfg_.status_interval.count() > 0;
+  auto st = polling || cfg_.enable_kernel_audit
+                ? query_status()
+                : Result<AuditStatus>(make_error(Errc::unsupported, "polling disabled"));
   if (!st && cfg_.enable_kernel_audit)
     return make_error(Errc::io, "cannot read kernel audit status (AUDIT_GET): " + st.error().message,
                       st.error().sys_errno);
-  if (!st) {
+  if (!polling && !cfg_.enable_kernel_audit) {
+    log(LogLevel::info, "kernel audit status polling is off (interval 0): its state and 'lost' counter are not read");
+  } else if (!st) {
     // Without CAP_AUDIT_CONTROL the records still arrive (CAP_AUDIT_READ is
     // enough); what is lost is the view of the switch and of `lost`.
     log(LogLevel::warning,
@@ -81,13 +140,31 @@ Result<Unit> KernelAuditSource::start() {
   desc_.emplace(io_, dupfd);
   arm_read();
 
-  if (status_) {
-    timer_.expires_after(cfg_.status_interval);
-    timer_.async_wait([this](const boost::system::error_code& ec) {
-      if (!ec) poll_status();
-    });
-  }
+  if (status_ && polling) arm_poll();
   return Unit{};
+}
+
+void KernelAuditSource::report_start_state() {
+  if (!status_ || audit_status_concerns(*status_).empty()) return;
+  auto e = make_kernel_audit_changed(std::nullopt, *status_);
+  log(LogLevel::warning, e.message);
+  sink_(e);
+}
+
+void KernelAuditSource::arm_poll() {
+  timer_.expires_after(cfg_.status_interval);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) poll_status();
+  });
+}
+
+bool KernelAuditSource::set_status_interval(std::chrono::seconds s) {
+  if (s == cfg_.status_interval) return true;
+  if (s.count() == 0 || cfg_.status_interval.count() == 0 || !status_) return false;
+  cfg_.status_interval = s;
+  timer_.cancel();
+  arm_poll();
+  return true;
 }
 
 void KernelAuditSource::stop() {
@@ -224,18 +301,17 @@ void KernelAuditSource::status_polled(const Result<AuditStatus>& st) {
                       " audit records (its 'lost' counter rose; it counts all audit types, so some may not be "
                       "IPsec records)");
       }
-      if (st->enabled != status_->enabled)
-        log(st->enabled ? LogLevel::info : LogLevel::warning,
-            st->enabled ? "kernel audit is now enabled" : "KERNEL AUDIT WAS DISABLED: IPsec packet records stop");
+      if (audit_settings_changed(*status_, *st)) {
+        auto e = make_kernel_audit_changed(status_, *st);
+        log(st->enabled ? LogLevel::info : LogLevel::warning, e.message);
+        sink_(e);
+      }
     }
     status_ = *st;
   } else {
     log(LogLevel::warning, "AUDIT_GET failed: " + st.error().message);
   }
-  timer_.expires_after(cfg_.status_interval);
-  timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) poll_status();
-  });
+  arm_poll();
 }
 
 void KernelAuditSource::emit_lost(std::uint64_t count, bool at_least, const char* counter, std::string message) {

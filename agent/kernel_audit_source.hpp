@@ -4,7 +4,11 @@
 // CAP_AUDIT_READ); never registers as the audit daemon, so it coexists with
 // auditd and journald. Drains in batches on the io_context thread. Loss is
 // data: ENOBUFS on the socket (records dropped, count unknown) and rises of
-// the kernel's own `lost` counter become events-lost records.
+// the kernel's own `lost` counter become events-lost records. The kernel
+// audit settings are read at start and on every status poll: kernel audit
+// off, failure mode panic or a small backlog limit at start, and any change
+// of enabled / failure / backlog_limit / rate_limit while running, become
+// kernel-audit-changed records.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -15,7 +19,10 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "agent/netlink_requester.hpp"
 #include "audit/event.hpp"
@@ -34,6 +41,21 @@ struct KernelAuditStats {
   std::uint64_t kernel_lost{0};    // rise of the kernel's lost counter since start
 };
 
+// A backlog limit below this is warned about: auditd's shipped rules use
+// -b 8192; the kernel default (64) overflows in a burst of bad-SPI packets,
+// and with failure mode 2 an overflow panics the host.
+inline constexpr std::uint32_t kMinSafeBacklogLimit = 8192;
+
+// What in a kernel audit status puts IPsec auditing at risk, as short tags:
+// "disabled", "failure-panic", "backlog-limit-small" (0 = unlimited is fine).
+std::vector<std::string> audit_status_concerns(const AuditStatus& s);
+// enabled, failure, rate_limit or backlog_limit differ.
+bool audit_settings_changed(const AuditStatus& before, const AuditStatus& now);
+nlohmann::json audit_status_json(const AuditStatus& s);
+// The kernel-audit-changed record: at start (before empty) when there are
+// concerns, or for a change while running.
+Event make_kernel_audit_changed(const std::optional<AuditStatus>& before, const AuditStatus& now);
+
 class KernelAuditSource {
  public:
   using EventSink = std::function<void(const Event&)>;
@@ -41,7 +63,7 @@ class KernelAuditSource {
 
   struct Config {
     bool enable_kernel_audit{false};
-    std::chrono::seconds status_interval{5};
+    std::chrono::seconds status_interval{5};  // 0: no polling, no AUDIT_GET (unless enabling)
     int receive_buffer_bytes{8 << 20};
   };
 
@@ -50,11 +72,17 @@ class KernelAuditSource {
 
   // Opens the sockets, reads the status, enables audit if configured.
   Result<Unit> start();
+  // A kernel-audit-changed record if the state read at start puts IPsec
+  // auditing at risk (called after service-started, so that comes first).
+  void report_start_state();
   // Reads and hands over what is already queued on the socket, then puts the
   // audit `enabled` flag back if this agent changed it.
   void stop();
 
   const std::optional<AuditStatus>& status() const { return status_; }
+  // SIGHUP: a new poll interval, applied now. Polling cannot be turned on or
+  // off live (CAP_AUDIT_CONTROL was kept or dropped at start): false then.
+  bool set_status_interval(std::chrono::seconds s);
   int receive_buffer() const { return rcvbuf_; }
   const KernelAuditStats& stats() const { return stats_; }
 
@@ -64,6 +92,7 @@ class KernelAuditSource {
   bool drain(int batch);
   void handle_datagram(std::size_t len, std::chrono::system_clock::time_point now);
   void poll_status();
+  void arm_poll();
   void status_polled(const Result<AuditStatus>& st);
   Result<AuditStatus> query_status();
   Result<Unit> set_enabled(bool on);
@@ -74,7 +103,7 @@ class KernelAuditSource {
   EventSink sink_;
   Fatal fatal_;
   std::optional<NetlinkSocket> mcast_;
-  std::optional<NetlinkSocket> control_;  // start and stop only (blocking, before and after the loop)
+  std::optional<NetlinkSocket> control_;         // start and stop only (blocking, before and after the loop)
   std::shared_ptr<NetlinkRequester> requester_;  // the periodic AUDIT_GET, asynchronous
   std::optional<boost::asio::posix::stream_descriptor> desc_;
   boost::asio::steady_timer timer_;

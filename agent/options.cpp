@@ -16,7 +16,9 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
                           without this flag)
   --config FILE           JSON config file (default: none; the packaged one is
                           /etc/ipsec-audit/ipsec-auditd.conf)
-  --output SPEC           where records go; repeatable. SPEC is jsonl:/PATH,
+  --output SPEC           where records go; repeatable. SPEC is jsonl:/PATH
+                          (JSON Lines file), journald (structured fields and a
+                          MESSAGE_ID per event), syslog (RFC 5424 to /dev/log),
                           stdout or null. Default: jsonl:/var/log/ipsec-audit/events.jsonl
                           (and stdout with --foreground)
   --state-dir DIR         state directory (default /var/lib/ipsec-audit)
@@ -36,10 +38,21 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
   --receive-buffer BYTES  receive buffer of each netlink socket (default 8 MiB;
                           set with SO_RCVBUFFORCE, else capped by rmem_max)
   --audit-status-interval SECONDS
-                          how often to read the kernel audit status and its
-                          'lost' counter (default 5)
+                          how often to read the kernel audit status (enabled,
+                          failure mode, backlog limit) and its 'lost' counter
+                          (default 5). 0: never (and CAP_AUDIT_CONTROL is dropped)
   --help                  this text
   --version               the version
+
+Signals: SIGHUP reloads the config file (a bad one is refused and the last
+good one runs on) and reopens the outputs; SIGTERM/SIGINT stop.
+
+Capabilities: after start-up the agent keeps only CAP_AUDIT_READ and
+CAP_NET_ADMIN, plus CAP_AUDIT_CONTROL when the kernel audit status is polled or
+--enable-kernel-audit is given, plus CAP_SYS_ADMIN when --netns names other
+namespaces; every other capability is dropped (effective, permitted,
+inheritable, ambient and, where allowed, bounding) and the process is made
+non-dumpable. It runs as root or as a user given those as ambient capabilities.
 
 Exit status: 0 clean stop, 1 runtime failure, 2 bad option or config.
 )";
@@ -148,8 +161,8 @@ Result<Options> parse_command_line(int argc, char** argv, Options base) {
     } else if (a == "--audit-status-interval") {
       auto v = take(a);
       if (!v) return v.error();
-      if (!parse_int(*v, 1, 3600, &o.audit_status_interval_s))
-        return bad("--audit-status-interval must be 1..3600 seconds");
+      if (!parse_int(*v, 0, 3600, &o.audit_status_interval_s))
+        return bad("--audit-status-interval must be 0..3600 seconds");
     } else {
       return bad("unknown option '" + std::string(argv[i]) + "' (see --help)");
     }
@@ -169,7 +182,7 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
       for (auto& s : v) {
         if (!s.is_string()) return bad("config key 'outputs' must be an array of strings");
         auto spec = parse_output_spec(s.get<std::string>());
-        if (!spec) return bad("config key 'outputs': " + spec.error().message);
+        if (!spec) return bad("config key 'outputs': " + printable(spec.error().message, 200));
         outs.push_back(*spec);
       }
       o.outputs = std::move(outs);
@@ -184,11 +197,11 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
           if (!vv.is_boolean()) return bad("config key 'kernel_audit.enable' must be true or false");
           o.enable_kernel_audit = vv.get<bool>();
         } else if (kk == "status_interval_seconds") {
-          if (!vv.is_number_integer() || vv.get<long long>() < 1 || vv.get<long long>() > 3600)
-            return bad("config key 'kernel_audit.status_interval_seconds' must be 1..3600");
+          if (!vv.is_number_integer() || vv.get<long long>() < 0 || vv.get<long long>() > 3600)
+            return bad("config key 'kernel_audit.status_interval_seconds' must be 0..3600");
           o.audit_status_interval_s = vv.get<int>();
         } else {
-          return bad("unknown config key 'kernel_audit." + kk + "'");
+          return bad("unknown config key 'kernel_audit." + printable(kk) + "'");
         }
       }
     } else if (k == "netns") {
@@ -198,7 +211,7 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
         if (!n.is_string()) return bad("config key 'netns' must be a non-empty array of names");
         const auto name = n.get<std::string>();
         if (!name.empty() && !valid_netns_spec(name))  // "" is the agent's own
-          return bad("config key 'netns': '" + name + "' is not a name under /run/netns or an absolute path");
+          return bad("config key 'netns': '" + printable(name) + "' is not a name under /run/netns or an absolute path");
         names.push_back(name);
       }
       o.netns = std::move(names);
@@ -210,7 +223,7 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
         return bad("config key 'receive_buffer_bytes' must be 4096..1073741824");
       o.receive_buffer_bytes = v.get<int>();
     } else {
-      return bad("unknown config key '" + k + "'");
+      return bad("unknown config key '" + printable(k) + "'");
     }
   }
   return Unit{};

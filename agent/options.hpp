@@ -27,7 +27,7 @@ struct Options {
   std::string state_dir{kDefaultStateDir};
   std::string control_socket{kDefaultControlSocket};
   bool enable_kernel_audit{false};
-  int audit_status_interval_s{5};
+  int audit_status_interval_s{5};  // 0: no status polling (no CAP_AUDIT_CONTROL kept)
   int receive_buffer_bytes{8 << 20};
   // Network namespaces whose SAD/SPD are tracked: "" is the agent's own,
   // "all" every name under /run/netns (followed) plus the agent's own.

@@ -24,6 +24,8 @@ struct CatalogueEntry {
 
 const CatalogueEntry& catalogue(EventKind k);
 std::optional<EventKind> event_kind_from_name(std::string_view name);
+// The journald MESSAGE_ID of a kind: 32 lowercase hex digits, stable.
+std::string_view journal_message_id(EventKind k);
 std::string_view source_name(Source s);
 std::string_view audit_class_name(AuditClass c);
 

@@ -25,6 +25,8 @@ class JsonWriter {
 };
 
 void append_json_string(std::string& out, std::string_view s);
+// Length of the valid UTF-8 sequence at s[i], or 0 if it is not one.
+std::size_t utf8_len(std::string_view s, std::size_t i);
 // RFC 3339, UTC, nanoseconds: 2026-11-23T21:50:24.123456789Z
 void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t);
 

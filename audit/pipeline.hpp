@@ -1,6 +1,10 @@
 // Pipeline: the last stage. Applies the audit policy, serialises each event
-// once and hands the line to every sink. Counts what it wrote and what the
-// policy suppressed. Single-threaded (runs on the agent's io_context).
+// once and hands it to every sink. Counts what it wrote and what the policy
+// suppressed. Watches sink health: when a sink starts failing it writes one
+// output-failed record (to the sinks that work), and when it works again one
+// output-recovered record with the number of records it lost; a file deleted
+// or replaced under a sink is reopened and said so. Single-threaded (runs on
+// the agent's io_context).
 #pragma once
 
 #include <array>
@@ -26,22 +30,32 @@ class Pipeline {
  public:
   explicit Pipeline(std::string host) : writer_(std::move(host)) {}
   void add_sink(std::unique_ptr<Sink> s) { sinks_.push_back(std::move(s)); }
+  // A reloaded config's outputs; the old sinks are closed.
+  void replace_sinks(std::vector<std::unique_ptr<Sink>> sinks) { sinks_ = std::move(sinks); }
   void set_policy(AuditPolicy p) { policy_ = p; }
   const AuditPolicy& policy() const { return policy_; }
 
   void submit(const Event& e);
   // Reopens every file sink (SIGHUP); returns the errors, if any, as text.
   std::vector<std::string> reopen();
+  // Timer (1 s): lets each sink notice a deleted or replaced file.
+  void check_outputs();
 
   const PipelineStats& stats() const { return stats_; }
   const std::vector<std::unique_ptr<Sink>>& sinks() const { return sinks_; }
 
  private:
+  void submit_health(const Sink& s, SinkTransition t);
+
   JsonWriter writer_;
   AuditPolicy policy_;
   std::vector<std::unique_ptr<Sink>> sinks_;
   PipelineStats stats_;
   std::string line_;  // reused: no allocation per record once warm
 };
+
+// The "output" detail of output-failed / output-recovered records and of
+// service-stopped: a sink's name and counters.
+nlohmann::json sink_json(const Sink& s);
 
 }  // namespace ipsec

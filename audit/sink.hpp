@@ -1,14 +1,21 @@
-// Sinks take serialised records (whole lines). They never throw on the event
-// path: a failed write is counted and reported, and the next record is tried
-// again. open / write / reopen (SIGHUP, after logrotate) / close.
+// Sinks take records. Line sinks (JSON Lines file, stdout) write the line the
+// pipeline serialised once; structured sinks (journald, syslog) also get the
+// Event to build their own fields. They never throw and never block on the
+// event path: a failed write is counted (SinkStats) and the next record is
+// tried again. open / write / reopen (SIGHUP, after logrotate) / check (timer)
+// / close. Single-threaded: all calls come from the agent's io_context thread.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "audit/event.hpp"
 #include "xfrm/fd.hpp"
 #include "xfrm/result.hpp"
 
@@ -16,64 +23,118 @@ namespace ipsec {
 
 struct SinkStats {
   std::uint64_t written{0};
-  std::uint64_t failed{0};
-  int last_errno{0};
+  std::uint64_t failed{0};  // records not written, all time
+  int last_errno{0};        // errno of the last failure, 0 if none yet
+  bool healthy{true};       // the last write worked
+  std::uint64_t failure_episodes{0};
+  std::uint64_t episode_failed{0};  // records lost in the current (or last) failure episode
+  std::uint64_t reopens{0};         // deleted or replaced file noticed and reopened
 };
+
+// What a sink's periodic check found: its file deleted or replaced, and
+// whether reopening it worked.
+struct SinkCheck {
+  bool reopened{false};
+  std::string what;
+};
+
+// What the last writes did to a sink's health, taken once by the pipeline.
+enum class SinkTransition { none, failed, recovered };
 
 class Sink {
  public:
   virtual ~Sink() = default;
   virtual std::string_view name() const = 0;
-  // One or more whole '\n'-terminated records.
-  virtual void write(std::string_view lines) = 0;
+  // One or more whole '\n'-terminated records. True when all were written.
+  virtual bool write(std::string_view lines) = 0;
+  // One record: `line` is `e` serialised with its '\n'. Line sinks write the line.
+  virtual bool write_event(const Event& e, std::string_view line) {
+    (void)e;
+    return write(line);
+  }
   virtual Result<Unit> reopen() { return Unit{}; }
+  // Called on a timer: a file sink notices its path deleted or replaced and
+  // reopens it. Returns what it noticed, when it did.
+  virtual std::optional<SinkCheck> check() { return std::nullopt; }
   const SinkStats& stats() const { return stats_; }
+  // Whether the sink started or stopped failing since the last call.
+  SinkTransition take_transition();
 
  protected:
+  void count_written(std::uint64_t records);
+  void count_failed(std::uint64_t records, int err);
   SinkStats stats_;
+
+ private:
+  bool reported_healthy_{true};
 };
 
-// Appends to a file. Each write() is one write(2) of whole lines on an
-// O_APPEND descriptor, so a crash never leaves a partial record behind except
-// on a short write (disk full), which is counted; there is no user-space
-// buffer to lose.
+std::uint64_t count_lines(std::string_view s);
+
+// Appends to a regular file: opened O_APPEND|O_NOFOLLOW, created 0640, owned by
+// root or by the agent's own user (anything else is refused). Each write() is
+// one write(2) of whole lines. A write that fails half-way (disk full) is cut
+// back with ftruncate to the last whole line, so the file only ever holds
+// whole records; the cut is retried before the next record if it fails.
+// There is no user-space buffer to lose.
 class FileSink final : public Sink {
  public:
   static Result<std::unique_ptr<FileSink>> open(std::string path);
   std::string_view name() const override { return name_; }
-  void write(std::string_view lines) override;
+  bool write(std::string_view lines) override;
   Result<Unit> reopen() override;
+  // stat(path) against fstat(fd): a deleted or replaced file is reopened.
+  std::optional<SinkCheck> check() override;
 
  private:
   explicit FileSink(std::string path) : path_(std::move(path)), name_("jsonl:" + path_) {}
+  Result<Unit> open_file();
   std::string path_;
   std::string name_;
   UniqueFd fd_;
+  dev_t dev_{0};
+  ino_t ino_{0};
+  std::optional<off_t> pending_cut_;  // whole-line offset still to cut back to
 };
 
-// Writes to an inherited descriptor (stdout). Not owned, never closed.
+// Writes to an inherited descriptor (stdout), never blocking: a pipe is
+// reopened through /proc/self/fd with O_NONBLOCK (its own open file
+// description, so the shell's is untouched), a socket is written with
+// MSG_DONTWAIT. EAGAIN counts the records as failed. A record cut in two by a
+// full pipe is finished before the next one, so readers see whole lines.
 class FdSink final : public Sink {
  public:
-  FdSink(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
+  FdSink(int fd, std::string name);
   std::string_view name() const override { return name_; }
-  void write(std::string_view lines) override;
+  bool write(std::string_view lines) override;
 
  private:
+  // Bytes written before EAGAIN or an error (errno kept in *err).
+  std::size_t put(std::string_view data, int* err);
+  enum class Mode { plain, socket } mode_{Mode::plain};
   int fd_;
+  UniqueFd own_;  // the O_NONBLOCK reopening of a pipe
   std::string name_;
+  std::string carry_;  // the unwritten tail of a record cut by a full pipe
 };
 
 // Accepts and counts everything: for benchmarks.
 class NullSink final : public Sink {
  public:
   std::string_view name() const override { return "null"; }
-  void write(std::string_view) override { ++stats_.written; }
+  bool write(std::string_view lines) override {
+    count_written(count_lines(lines));
+    return true;
+  }
 };
 
-// An --output SPEC: "jsonl:PATH", "stdout" or "null".
+// An output SPEC: "jsonl:PATH", "stdout", "null", "journald[:SOCKET]",
+// "syslog[:SOCKET]" (the socket paths are for tests; defaults are
+// /run/systemd/journal/socket and /dev/log).
 struct OutputSpec {
-  enum class Kind { jsonl, stdout_, null } kind{Kind::jsonl};
+  enum class Kind { jsonl, stdout_, null, journald, syslog } kind{Kind::jsonl};
   std::string path;
+  bool operator==(const OutputSpec&) const = default;
 };
 Result<OutputSpec> parse_output_spec(std::string_view spec);
 Result<std::unique_ptr<Sink>> open_sink(const OutputSpec& spec);

@@ -4,11 +4,14 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 BUILD="build-essential cmake pkg-config libmnl-dev libnl-3-dev libnl-route-3-dev libnl-xfrm-3-dev \
-libboost-dev nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev"
+libboost-dev nlohmann-json3-dev libsystemd-dev libcap-ng-dev libgtest-dev libgmock-dev libbenchmark-dev"
 RUN="iproute2"
 # netbase: /etc/protocols, which `ip xfrm ... proto NAME` and getprotobyname need
 # (a minimal root such as debootstrap minbase or a container image lacks it).
-TEST="python3 python3-jsonschema netbase nftables qemu-system-x86 busybox-static kmod cpio"
+# clang, libclang-rt-14-dev, llvm-14: the fuzzers and sanitizer runtimes; rpm, lintian,
+# rpmlint, systemd, logrotate: building and checking the packages.
+TEST="python3 python3-jsonschema netbase nftables qemu-system-x86 busybox-static kmod cpio \
+clang libclang-rt-14-dev llvm-14 rpm lintian rpmlint systemd logrotate"
 case "${1:-all}" in
   run) PKGS="$BUILD $RUN" ;;
   *) PKGS="$BUILD $RUN $TEST" ;;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 
 namespace ipsec {
 namespace {
@@ -23,9 +24,9 @@ bool parse_hex32(std::string_view s, std::uint32_t* out) {
   return parse_uint(s.substr(2), out, 16);
 }
 
+// The key comes from the record: printable() keeps the message one line.
 Error field_error(std::string_view key, std::string_view what) {
-  std::string m = "field ";
-  m.append(key);
+  std::string m = "field " + printable(key, 32);
   m += ": ";
   m.append(what);
   return make_error(Errc::malformed, std::move(m));
@@ -58,9 +59,14 @@ Result<AuditHeader> parse_audit_header(std::string_view text, std::string_view* 
   if (dot == std::string_view::npos || colon == std::string_view::npos || colon < dot)
     return make_error(Errc::malformed, "audit header is not SEC.MSEC:SERIAL");
   AuditHeader h;
+  // The record's time becomes a system_clock time point (nanoseconds since
+  // 1970 in 64 bits: up to the year 2262), so later seconds are refused here.
+  constexpr auto kMaxSec = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::duration::max() - std::chrono::seconds(1))
+                               .count();
   std::uint64_t sec = 0;
-  if (!parse_uint(stamp.substr(0, dot), &sec) || sec > static_cast<std::uint64_t>(INT64_MAX / 1000))
-    return make_error(Errc::out_of_range, "audit header seconds are not a number in range");
+  if (!parse_uint(stamp.substr(0, dot), &sec) || sec > static_cast<std::uint64_t>(kMaxSec))
+    return make_error(Errc::out_of_range, "audit header seconds are not a number before the year 2262");
   h.sec = static_cast<std::int64_t>(sec);
   const std::string_view ms = stamp.substr(dot + 1, colon - dot - 1);
   if (ms.size() != 3 || !parse_uint(ms, &h.msec))

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 
@@ -23,6 +24,26 @@ struct Error {
 };
 
 inline Error make_error(Errc c, std::string msg, int e = 0) { return Error{c, std::move(msg), e}; }
+
+// Untrusted text quoted in an error message: at most `max` bytes of it (then
+// "..."), anything but printable ASCII as \xNN, so the message stays one
+// readable line whatever the input held.
+inline std::string printable(std::string_view s, std::size_t max = 64) {
+  constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char ch : s.substr(0, max)) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c <= 0x7e && c != '\\') {
+      out += ch;
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    }
+  }
+  if (s.size() > max) out += "...";
+  return out;
+}
 
 template <typename T>
 class [[nodiscard]] Result {

@@ -2,7 +2,7 @@
 # mkinitramfs.sh MODROOT KVER OUT.cpio.gz
 # Build a tiny initramfs: static busybox + the virtio/9p modules of kernel KVER
 # (taken from MODROOT/lib/modules/KVER, as unpacked by fetch-kernel.sh) + init.sh
-# as /init. Nothing outside OUT's directory is written. If /bin/busybox is not a
+# (or $E2E_INIT) as /init. Nothing outside OUT's directory is written. If /bin/busybox is not a
 # static busybox, busybox-static is fetched with apt-get download next to OUT.
 set -eu
 MODROOT=${1:?usage: mkinitramfs.sh MODROOT KVER OUT.cpio.gz}
@@ -87,7 +87,7 @@ for m in $PRELOAD; do
         echo "$name" >> "$STAGE/preload.order"
     done
 done
-cp "$HERE/init.sh" "$STAGE/init"
+cp "${E2E_INIT:-$HERE/init.sh}" "$STAGE/init"
 chmod 755 "$STAGE/init"
 ( cd "$STAGE" && find . | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc 2>/dev/null ) | gzip -1 > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"

@@ -57,15 +57,45 @@ def audit_set_enabled(on):
     _audit_request(AUDIT_SET, payload)
 
 
+def audit_set_backlog_limit(n):
+    """AUDIT_SET with AUDIT_STATUS_BACKLOG_LIMIT (what auditctl -b does)."""
+    payload = struct.pack("=10I", 0x10, 0, 0, 0, 0, n, 0, 0, 0, 0)
+    _audit_request(AUDIT_SET, payload)
+
+
+CAPS = {"net_admin": 12, "sys_admin": 21, "audit_control": 30, "audit_read": 37, "net_raw": 13, "setpcap": 8,
+        "dac_override": 1, "chown": 0}
+
+
+def process_caps(pid):
+    """{'CapEff': {'audit_read', ...}, ...} from /proc/PID/status; unnamed bits as numbers."""
+    names = {v: k for k, v in CAPS.items()}
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key.startswith("Cap"):
+                bits = int(val.strip(), 16)
+                out[key] = {names.get(i, i) for i in range(64) if bits >> i & 1}
+            elif key == "NoNewPrivs":
+                out[key] = int(val)
+    return out
+
+
 class KernelAuditGuard:
-    """Remembers the kernel audit switch and puts it back, whatever happens."""
+    """Remembers the kernel audit switch and backlog limit and puts them back,
+    whatever happens."""
 
     def __enter__(self):
-        self.before = audit_status()["enabled"]
+        st = audit_status()
+        self.before, self.backlog_limit = st["enabled"], st["backlog_limit"]
         return self
 
     def __exit__(self, *exc):
-        if audit_status()["enabled"] != self.before:
+        st = audit_status()
+        if st["backlog_limit"] != self.backlog_limit:
+            audit_set_backlog_limit(self.backlog_limit)
+        if st["enabled"] != self.before:
             audit_set_enabled(bool(self.before))
         return False
 
@@ -99,36 +129,58 @@ def host_xfrm_snapshot():
     return sh("ip", "xfrm", "policy").stdout + sh("ip", "xfrm", "state").stdout
 
 
-class Agent:
-    """ipsec-auditd in the foreground, writing JSON Lines to a temp file."""
+# What AddressSanitizer, LeakSanitizer and UBSan print when the agent was
+# built with them (tools/test.sh, build-asan). Any of these fails the test.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_OPTIONS = {"ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1",
+                     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+sanitizer_reports = []  # (agent command, report excerpt), read by Checks.done()
 
-    def __init__(self, binary, extra_args=(), tmp=None, wrap=()):
+
+def sanitizer_report(stderr_text):
+    """The sanitizer report in a process's stderr (from its first line), or None."""
+    lines = stderr_text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKERS):
+            return "\n".join(lines[max(0, i - 1):i + 40])
+    return None
+
+
+class Agent:
+    """ipsec-auditd in the foreground, writing JSON Lines to a temp file. A
+    sanitizer report on its stderr fails the test (see Checks.done)."""
+
+    def __init__(self, binary, extra_args=(), tmp=None, wrap=(), output=True, env=None):
         self.tmp = tmp or tempfile.mkdtemp(prefix="ipsec-audit-live-")
         self.out = os.path.join(self.tmp, "events.jsonl")
-        self.args = [*wrap, binary, "--foreground", "--output", f"jsonl:{self.out}",
+        # output=False: the outputs come from a --config file (the command line would override it).
+        outs = ["--output", f"jsonl:{self.out}"] if output else []
+        self.args = [*wrap, binary, "--foreground", *outs,
                      "--state-dir", os.path.join(self.tmp, "state"),
                      "--control-socket", os.path.join(self.tmp, "control.sock"), *extra_args]
         self.proc = None
+        self.env = env
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
 
     def start(self, wait_for="service-started", timeout=10):
         self._err = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._err)
+        env = {**SANITIZER_OPTIONS, **os.environ, **(self.env or {})}  # the caller's own settings win
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._err, env=env)
         if wait_for:
             self.wait_for(lambda r: r["event"] == wait_for, timeout=timeout)
         return self
 
-    def records(self):
+    def records(self, path=None):
         try:
-            with open(self.out, encoding="utf-8") as f:
+            with open(path or self.out, encoding="utf-8") as f:
                 return [json.loads(line) for line in f if line.endswith("\n")]
         except FileNotFoundError:
             return []
 
-    def wait_for(self, pred, timeout=5, count=1):
+    def wait_for(self, pred, timeout=5, count=1, path=None):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            hits = [r for r in self.records() if pred(r)]
+            hits = [r for r in self.records(path) if pred(r)]
             if len(hits) >= count:
                 return hits
             if self.proc.poll() is not None:
@@ -146,7 +198,16 @@ class Agent:
                 self.proc.wait()
                 raise AssertionError("agent did not stop on signal")
         self._err.close()
+        self._check_sanitizer()
         return self.proc.returncode
+
+    def _check_sanitizer(self):
+        if getattr(self, "_checked", False):
+            return
+        self._checked = True
+        report = sanitizer_report(self.stderr())
+        if report:
+            sanitizer_reports.append((" ".join(self.args), report))
 
     def stderr(self):
         with open(self.stderr_path) as f:
@@ -159,6 +220,9 @@ class Agent:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.proc:
+            self._err.close()
+            self._check_sanitizer()
         return False
 
 
@@ -178,6 +242,8 @@ class Checks:
         return ok
 
     def done(self):
+        for args, report in sanitizer_reports:
+            self.check(False, "no sanitizer report from the agent", f"({args}):\n{report}")
         print(f"{self.name}: {self.passed} passed, {self.failed} failed")
         sys.stdout.flush()
         return 0 if self.failed == 0 and self.passed > 0 else 1

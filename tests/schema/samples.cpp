@@ -7,6 +7,7 @@
 #include "audit/catalogue.hpp"
 #include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
+#include "audit/pipeline.hpp"
 #include "audit/sa_context.hpp"
 
 int main() {
@@ -43,11 +44,24 @@ int main() {
     full.kind = bare.kind = static_cast<EventKind>(i);
     if (full.kind == EventKind::events_lost)
       full.detail = bare.detail = {{"lost", {{"counter", "netlink_overrun"}, {"at_least", true}}}};
+    if (full.kind == EventKind::output_failed || full.kind == EventKind::output_recovered) {
+      NullSink sink;
+      full.detail = bare.detail = {{"output", sink_json(sink)}};
+      full.detail["output"]["lost"] = 3;
+    }
+    if (full.kind == EventKind::config_reloaded || full.kind == EventKind::config_rejected)
+      full.detail = bare.detail = {{"config",
+                                    {{"path", "/etc/ipsec-audit/ipsec-auditd.conf"},
+                                     {"applied", {"outputs"}},
+                                     {"restart_required", {"netns"}}}}};
+    if (full.kind == EventKind::kernel_audit_changed)
+      full.detail = bare.detail = {{"kernel_audit", {{"enabled", 0}, {"failure", 1}, {"backlog_limit", 64}}},
+                                   {"concerns", {"disabled", "backlog-limit-small"}}};
     // Records that name an SA carry a full one (marked, with an if_id, its
     // direction pending) and, as ambiguous or 4965 records do, candidates.
     if (full.kind != EventKind::incorrect_spi) full.sa = sa;
-    full.sa_candidates = {SaCandidate{sa, full.kind == EventKind::incorrect_spi ? CandidateReason::other_mark_or_netns
-                                                                                  : CandidateReason::none}};
+    full.sa_candidates = {SaCandidate{
+        sa, full.kind == EventKind::incorrect_spi ? CandidateReason::other_mark_or_netns : CandidateReason::none}};
     if (full.kind != EventKind::incorrect_spi) full.sa_match = SaMatch::ambiguous;
     full.correlation = static_cast<Correlation>(i % 5);
     if (full.audit) full.audit_candidates = {AuditCandidate{full.kernel, *full.audit}};

@@ -130,6 +130,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"audit(1795394830.80:16): op=x", Errc::malformed}, Bad{"audit(x.804:16): op=x", Errc::out_of_range},
         Bad{"audit(1.804:99999999999999999999999): op=x", Errc::out_of_range},
         Bad{"audit(99999999999999999999.804:1): op=x", Errc::out_of_range},
+        // Past what a system_clock time point holds (found by fuzz_audit_text).
+        Bad{"audit(17953294876.224:47): op=SPD-delete", Errc::out_of_range},
         Bad{"audit(1.000:1): src=10.0.0.1", Errc::malformed},                             // no op
         Bad{"audit(1.000:1): op=SA-icv-failure src=10.0.0.1 dst=10.0", Errc::malformed},  // truncated address
         Bad{"audit(1.000:1): op=SA-icv-failure spi=4097(0x1002)", Errc::malformed},       // disagreeing SPI
@@ -227,4 +229,16 @@ TEST(AuditRecordSalvage, RawTextIsBounded) {
   const std::string big = "audit(1.000:1): op=x " + std::string(20000, 'a');
   const auto s = salvage_ipsec_audit_record(big);
   EXPECT_EQ(s.text.size(), kMaxSalvagedText);
+}
+
+// An error names the field, but the key is untrusted: control bytes come out
+// as \xNN and a long key is cut, so the logged line stays one line (found by
+// fuzz_audit_text: a key with a newline split the warning).
+TEST(AuditRecord, ErrorQuotesKeyPrintably) {
+  auto r = parse_ipsec_audit_record("audit(1.000:1): op=SA-x a\nuid=1 a\nuid=2");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message, "field a\\x0auid: appears twice");
+  r = parse_ipsec_audit_record("audit(1.000:1): op=SA-x " + std::string(100, 'k') + "=\"x");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message, "field " + std::string(32, 'k') + "...: unterminated quoted value");
 }

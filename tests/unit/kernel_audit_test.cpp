@@ -75,6 +75,7 @@ TEST(KernelAudit, RecordTextStripsNul) {
 
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 
 #include "xfrm/audit_record.hpp"
@@ -112,4 +113,34 @@ TEST(KernelAuditFixture, SpdAddDeleteAndFlush) {
   // The flush: two records under one serial.
   EXPECT_EQ(recs[4].header.serial, recs[5].header.serial);
   EXPECT_EQ(recs[4].op, "SPD-delete");
+}
+
+// AUDIT_GET replies recorded from the real kernel (tests/fixtures/audit/README.md).
+TEST(KernelAuditFixture, StatusReplyAndAck) {
+  auto read = [](const char* name) {
+    std::ifstream in(std::string(FIXTURE_DIR) + "/audit/" + name, std::ios::binary);
+    return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const auto reply = read("status-get-reply.bin");
+  std::optional<Result<AuditStatus>> st;
+  ASSERT_TRUE(for_each_netlink_message(Bytes(reply), [&](const NetlinkMessage& m) {
+    EXPECT_EQ(m.type, kAuditGet);
+    st = parse_audit_status(m.payload);
+    return true;
+  }));
+  ASSERT_TRUE(st && *st) << (st ? (*st).error().message : "no message");
+  EXPECT_EQ((**st).enabled, 0u);
+  EXPECT_EQ((**st).failure, 1u);
+  EXPECT_EQ((**st).backlog_limit, 64u);
+
+  const auto ack = read("status-get-ack.bin");
+  int acks = 0;
+  ASSERT_TRUE(for_each_netlink_message(Bytes(ack), [&](const NetlinkMessage& m) {
+    EXPECT_EQ(m.type, NLMSG_ERROR);
+    auto e = parse_netlink_error(m.payload);
+    EXPECT_TRUE(e && *e == 0);
+    ++acks;
+    return true;
+  }));
+  EXPECT_EQ(acks, 1);
 }

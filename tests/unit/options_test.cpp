@@ -44,7 +44,7 @@ TEST(Options, BadOptionsAreOneLineErrors) {
                                                          {"--output", "file.jsonl"},
                                                          {"--state-dir", "rel"},
                                                          {"--foreground=1"},
-                                                         {"--audit-status-interval", "0"},
+                                                         {"--audit-status-interval", "-1"},
                                                          {"--control-socket", "/" + std::string(200, 'x')}}) {
     auto o = parse(args);
     ASSERT_FALSE(o) << args[0];
@@ -86,6 +86,19 @@ TEST(Config, ErrorsNameTheKey) {
   EXPECT_FALSE(apply_config("{not json", o));
   EXPECT_FALSE(apply_config("[]", o));
   EXPECT_FALSE(apply_config(std::string("\xff\xfe{}"), o));
+}
+
+// A key or value quoted in an error is written printably: the agent prints
+// the error as one line on stderr (found by fuzz_config).
+TEST(Config, ErrorsQuoteUntrustedTextOnOneLine) {
+  for (const char* json : {R"({"a\nb":1})", R"({"kernel_audit":{"x\u0000\n":1}})", R"({"netns":["a\nb/"]})",
+                           R"({"outputs":["jsonl:rel\npath"]})"}) {
+    Options o;
+    auto r = apply_config(json, o);
+    ASSERT_FALSE(r) << json;
+    EXPECT_EQ(r.error().message.find('\n'), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find("\\x0a"), std::string::npos) << r.error().message;
+  }
 }
 
 #include <random>

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "audit/correlator.hpp"
+#include "audit/datagram_sink.hpp"
 #include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
 #include "audit/pipeline.hpp"
@@ -80,6 +81,29 @@ void BM_PipelineNullSink(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_PipelineNullSink);
+
+// What the structured sinks add per record on top of the JSON line: the
+// journald datagram and the RFC 5424 message (built, not sent).
+void run_structured(benchmark::State& state, bool journald) {
+  auto rec = parse_ipsec_audit_record(
+      "audit(1795394826.304:15): op=SA-icv-failure src=10.0.0.1 dst=10.0.0.2 spi=4097(0x1001) seqno=4");
+  const auto e = event_from_ipsec_audit(*rec, std::chrono::system_clock::now());
+  std::string line, out;
+  JsonWriter("gw1.example.net").write(e, line);
+  for (auto _ : state) {
+    out.clear();
+    if (journald)
+      append_journal_datagram(out, journal_fields(e, line));
+    else
+      append_rfc5424(out, e, line, "gw1.example.net", 4242);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_JournalDatagram(benchmark::State& s) { run_structured(s, true); }
+void BM_Rfc5424Message(benchmark::State& s) { run_structured(s, false); }
+BENCHMARK(BM_JournalDatagram);
+BENCHMARK(BM_Rfc5424Message);
 
 // A real NEWSA captured in the ESP lab: parse (keys skipped) and apply.
 void BM_XfrmNewSaApply(benchmark::State& state) {
