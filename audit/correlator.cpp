@@ -55,6 +55,21 @@ Event merge(Event x, const Event& a, Correlation how) {
 
 bool ChangeCorrelator::accepts(const Event& e) { return joins(e.kind) || is_hard_expiry(e); }
 
+std::size_t ChangeCorrelator::KeyHash::operator()(const Key& k) const noexcept {
+  // FNV-1a over what tells changes apart.
+  std::uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](std::uint8_t b) { h = (h ^ b) * 1099511628211ULL; };
+  mix(static_cast<std::uint8_t>(k.kind));
+  for (const auto* a : {&k.src, &k.dst}) {
+    mix(a->has_value() ? static_cast<std::uint8_t>((*a)->family) : 0);
+    if (*a)
+      for (auto b : (*a)->bytes) mix(b);
+  }
+  const std::uint32_t spi = k.spi.value_or(0);
+  for (int i = 0; i < 4; ++i) mix(static_cast<std::uint8_t>(spi >> (8 * i)));
+  return static_cast<std::size_t>(h);
+}
+
 ChangeCorrelator::Key ChangeCorrelator::key_of(const Event& e) {
   const EventKind k = change_kind(e);
   const bool sa = k == EventKind::sa_added || k == EventKind::sa_deleted;

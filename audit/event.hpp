@@ -107,6 +107,9 @@ struct Event {
   // (dst, SPI), and the SAs it was picked from or, on incorrect-spi, the SAs
   // with that (dst, SPI) the kernel did not match.
   SaMatch sa_match{SaMatch::none};
+  // The policy a policy record or an ACQUIRE is about (the record's `policy`
+  // object).
+  std::shared_ptr<const XfrmPolicy> policy;
   std::vector<SaCandidate> sa_candidates;
   // How a kernel audit SAD/SPD record was joined with the XFRM message for the
   // same change (ChangeCorrelator); the audit records it could not tell apart

@@ -276,6 +276,45 @@ void append_audit(std::string& out, const KernelAuditFields& a, std::optional<st
   out += '}';
 }
 
+void append_policy(std::string& out, const XfrmPolicy& p) {
+  out += '{';
+  first_key(out, "dir");
+  append_json_string(out, policy_dir_name(p.dir));
+  string_member(out, "action", p.action == 0 ? "allow" : "block");
+  uint_member(out, "priority", p.priority);
+  uint_member(out, "index", p.index);
+  string_member(out, "ptype", p.ptype == 0 ? "main" : "sub");
+  key(out, "selector");
+  out += '{';
+  append_selector(out, p.selector);
+  out += '}';
+  key(out, "templates");
+  out += '[';
+  for (std::size_t i = 0; i < p.templates.size(); ++i) {
+    const XfrmTemplate& t = p.templates[i];
+    if (i) out += ',';
+    out += '{';
+    first_key(out, "proto");
+    append_json_string(out, proto_name(t.proto));
+    string_member(out, "mode", mode_name(t.mode));
+    uint_member(out, "reqid", t.reqid);
+    key(out, "optional");
+    out += t.optional ? "true" : "false";
+    if (!t.saddr.is_unspecified()) string_member(out, "src", t.saddr.to_string());
+    if (!t.daddr.is_unspecified()) string_member(out, "dst", t.daddr.to_string());
+    if (t.spi) uint_member(out, "spi", t.spi);
+    out += '}';
+  }
+  out += ']';
+  key(out, "lifetime");
+  out += '{';
+  append_lifetime(out, p.lifetime);
+  out += '}';
+  append_mark(out, p.mark);
+  if_uint(out, "if_id", p.if_id);
+  out += '}';
+}
+
 // One candidate of an ambiguous match, or an SA the kernel did not match.
 void append_candidate(std::string& out, const SaCandidate& c) {
   const SaContext& s = *c.sa;
@@ -442,6 +481,10 @@ void JsonWriter::write(const Event& e, std::string& out) const {
       append_audit(out, c.audit, c.kernel ? std::optional<std::uint64_t>(c.kernel->serial) : std::nullopt);
     }
     out += ']';
+  }
+  if (e.policy) {
+    key(out, "policy");
+    append_policy(out, *e.policy);
   }
   if (e.detail.is_object()) {
     for (const auto& [k, v] : e.detail.items()) {

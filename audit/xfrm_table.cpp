@@ -16,23 +16,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::uint64_t kInf = std::numeric_limits<std::uint64_t>::max();  // XFRM_INF
-
-json limit(std::uint64_t v) { return v == kInf ? json(nullptr) : json(v); }
-
-json lifetime_json(const XfrmLifetimeCfg& l) {
-  return {{"soft",
-           {{"bytes", limit(l.soft_byte_limit)},
-            {"packets", limit(l.soft_packet_limit)},
-            {"add_seconds", l.soft_add_expires_seconds},
-            {"use_seconds", l.soft_use_expires_seconds}}},
-          {"hard",
-           {{"bytes", limit(l.hard_byte_limit)},
-            {"packets", limit(l.hard_packet_limit)},
-            {"add_seconds", l.hard_add_expires_seconds},
-            {"use_seconds", l.hard_use_expires_seconds}}}};
-}
-
 std::string default_name(std::uint8_t v) { return v == 1 ? "block" : v == 2 ? "accept" : "unspec"; }
 
 }  // namespace
@@ -50,28 +33,6 @@ json selector_json(const XfrmSelector& s) {
   return j;
 }
 
-json policy_json(const XfrmPolicy& p) {
-  json tmpls = json::array();
-  for (const auto& t : p.templates) {
-    json tj = {
-        {"proto", proto_name(t.proto)}, {"mode", mode_name(t.mode)}, {"reqid", t.reqid}, {"optional", t.optional != 0}};
-    if (!t.saddr.is_unspecified()) tj["src"] = t.saddr.to_string();
-    if (!t.daddr.is_unspecified()) tj["dst"] = t.daddr.to_string();
-    if (t.spi) tj["spi"] = t.spi;
-    tmpls.push_back(std::move(tj));
-  }
-  json j = {{"dir", policy_dir_name(p.dir)},
-            {"action", p.action == 0 ? "allow" : "block"},
-            {"priority", p.priority},
-            {"index", p.index},
-            {"ptype", p.ptype == 0 ? "main" : "sub"},
-            {"selector", selector_json(p.selector)},
-            {"templates", std::move(tmpls)},
-            {"lifetime", lifetime_json(p.lifetime)}};
-  if (p.mark) j["mark"] = {{"value", p.mark->value}, {"mask", p.mark->mask}};
-  if (p.if_id) j["if_id"] = *p.if_id;
-  return j;
-}
 
 
 // ---- identity and template matching ----
@@ -371,7 +332,7 @@ Event XfrmTable::policy_event(EventKind k, const XfrmPolicy& p, TimePoint now) c
   Event e = base(k, now);
   e.src = p.selector.saddr;
   e.dst = p.selector.daddr;
-  e.detail = {{"policy", policy_json(p)}};
+  e.policy = std::make_shared<const XfrmPolicy>(p);
   return e;
 }
 
@@ -509,7 +470,8 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     e.spi = a->spi;
     e.message = "outbound traffic " + a->saddr.to_string() + " -> " + a->daddr.to_string() + " needs an " +
                 proto_name(a->proto) + " SA that does not exist (ACQUIRE)" + ns_text(netns_);
-    e.detail = {{"policy", policy_json(a->policy)}, {"selector", selector_json(a->selector)}, {"acquire_seq", a->seq}};
+    e.policy = std::make_shared<const XfrmPolicy>(a->policy);
+    e.detail = {{"selector", selector_json(a->selector)}, {"acquire_seq", a->seq}};
     out.push_back(std::move(e));
   } else if (const auto* mp = std::get_if<XfrmMapping>(&m)) {
     Event e = base(EventKind::nat_mapping_changed, now);

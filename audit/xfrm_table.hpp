@@ -135,7 +135,7 @@ class XfrmTable {
   std::set<PolicyKey> tmpl_wild_;
 };
 
+// The selector of an ACQUIRE record.
 nlohmann::json selector_json(const XfrmSelector& s);
-nlohmann::json policy_json(const XfrmPolicy& p);
 
 }  // namespace ipsec

@@ -37,6 +37,21 @@ int main() {
   x.selector.dport = 500;
   const auto sa = std::make_shared<const SaContext>(
       SaContext{x, "vpn", SaDirection::unknown, DirectionSource::none, DirectionPending::no_policy});
+  XfrmPolicy pol;
+  pol.dir = 1;
+  pol.index = 0x109;
+  pol.selector = x.selector;
+  XfrmTemplate tm;
+  tm.proto = 50;
+  tm.mode = 1;
+  tm.reqid = 3;
+  tm.spi = 0x1001;
+  tm.saddr = x.saddr;
+  tm.daddr = x.daddr;
+  pol.templates = {tm};
+  pol.mark = x.mark;
+  pol.if_id = 7;
+  const auto policy = std::make_shared<const XfrmPolicy>(pol);
   for (std::size_t i = 0; i < kEventKindCount; ++i) {
     Event full = event_from_ipsec_audit(*rec, std::chrono::system_clock::now());
     Event bare;
@@ -50,6 +65,7 @@ int main() {
                                                                                   : CandidateReason::none}};
     if (full.kind != EventKind::incorrect_spi) full.sa_match = SaMatch::ambiguous;
     full.correlation = static_cast<Correlation>(i % 5);
+    full.policy = policy;
     if (full.audit) full.audit_candidates = {AuditCandidate{full.kernel, *full.audit}};
     for (const Event* e : {&full, &bare}) {
       line.clear();

@@ -141,7 +141,7 @@ TEST(XfrmTable, PolicyDeleteBySelectorAndDefaults) {
   d.id.dir = 1;
   auto ev = t.apply(d, kNow);
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].detail["policy"]["index"], 1) << "found by selector, reported in full";
+  EXPECT_EQ(record(ev[0])["policy"]["index"], 1) << "found by selector, reported in full";
   EXPECT_EQ(t.policy_count(), 0u);
 
   ev = t.apply(XfrmPolicyDefault{kXfrmMsgGetDefault, 1, 2, 2}, kNow);
@@ -160,8 +160,8 @@ TEST(XfrmTable, ResyncEmitsOnlyWhatWasMissed) {
     EXPECT_TRUE(e.detail["resync"].get<bool>());
     sa_add += e.kind == EventKind::sa_added && *e.spi == 3;
     sa_del += e.kind == EventKind::sa_deleted && *e.spi == 1;
-    pol_add += e.kind == EventKind::policy_added && e.detail["policy"]["index"] == 17;
-    pol_del += e.kind == EventKind::policy_deleted && e.detail["policy"]["index"] == 1;
+    pol_add += e.kind == EventKind::policy_added && record(e)["policy"]["index"] == 17;
+    pol_del += e.kind == EventKind::policy_deleted && record(e)["policy"]["index"] == 1;
   }
   EXPECT_EQ(ev.size(), 4u);
   EXPECT_EQ(sa_add + sa_del + pol_add + pol_del, 4);
@@ -229,7 +229,7 @@ TEST(XfrmTable, AcquireRecord) {
   auto ev = t.apply(q, kNow);
   ASSERT_EQ(ev.size(), 1u);
   EXPECT_EQ(ev[0].kind, EventKind::acquire);
-  EXPECT_EQ(ev[0].detail["policy"]["templates"][0]["reqid"], 66);
+  EXPECT_EQ(record(ev[0])["policy"]["templates"][0]["reqid"], 66);
   EXPECT_EQ(*ev[0].spi, 0u);
 }
 
@@ -318,8 +318,8 @@ TEST(XfrmTableIdentity, WildcardPoliciesDifferByIfId) {
   d.if_id = 8;
   auto ev = t.apply(d, kNow);
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].detail["policy"]["if_id"], 8);
-  EXPECT_EQ(ev[0].detail["policy"]["index"], 0x109);
+  EXPECT_EQ(record(ev[0])["policy"]["if_id"], 8);
+  EXPECT_EQ(record(ev[0])["policy"]["index"], 0x109);
   ASSERT_EQ(t.policy_count(), 1u);
   EXPECT_TRUE(t.find_policy(PolicyKey{0x101, 1}));
 
@@ -329,7 +329,7 @@ TEST(XfrmTableIdentity, WildcardPoliciesDifferByIfId) {
   byidx.id.index = 0x101;
   ev = t.apply(byidx, kNow);
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].detail["policy"]["if_id"], 7);
+  EXPECT_EQ(record(ev[0])["policy"]["if_id"], 7);
   EXPECT_EQ(t.policy_count(), 0u);
 }
 
