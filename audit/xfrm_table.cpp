@@ -429,11 +429,14 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     out.push_back(std::move(e));
   } else if (const auto* dp = std::get_if<XfrmDelPolicy>(&m)) {
     std::optional<XfrmPolicy> gone = dp->policy;
-    // The kernel names the policy by its index (a DELPOLICY notification
-    // always carries it); by selector only when there is none, and then with
-    // everything else that tells policies apart.
-    auto it = dp->id.index ? policies_.find(PolicyKey{dp->id.index, dp->id.dir}) : policies_.end();
-    if (it == policies_.end() && dp->id.index == 0)
+    // The policy by its index: the id's when the deletion named one, else the
+    // one in XFRMA_POLICY (a deletion by selector gives index 0 in the id and
+    // the whole policy, index included, beside it). By selector only when
+    // neither says, and then with everything else that tells policies apart
+    // (0.0.0.0/0 policies on several xfrm interfaces differ only by if_id).
+    const std::uint32_t index = dp->id.index ? dp->id.index : dp->policy ? dp->policy->index : 0;
+    auto it = index ? policies_.find(PolicyKey{index, dp->id.dir}) : policies_.end();
+    if (it == policies_.end() && index == 0)
       it = std::find_if(policies_.begin(), policies_.end(), [&](const auto& kv) {
         const XfrmPolicy& p = kv.second;
         return p.selector == dp->id.selector && p.dir == dp->id.dir && p.ptype == dp->ptype &&

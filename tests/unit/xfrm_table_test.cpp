@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
+
+#include "xfrm/netlink_message.hpp"
 
 #include "audit/json_writer.hpp"
 #include "audit/sa_match.hpp"
@@ -573,4 +577,71 @@ TEST(XfrmTableIndexes, DirectionsEqualABruteForceScanThroughRandomChanges) {
           ASSERT_EQ(t.context(*s)->direction, s->direction);
         }
   }
+}
+
+// ---- from live captures (tests/fixtures/xfrm, capture.sh) ----
+
+namespace {
+std::vector<XfrmMessage> fixture_messages(const std::string& name) {
+  std::ifstream in(std::string(FIXTURE_DIR) + "/xfrm/" + name, std::ios::binary);
+  const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<XfrmMessage> out;
+  auto walk = for_each_netlink_message(Bytes(bytes), [&](const NetlinkMessage& m) {
+    auto p = parse_xfrm_message(m);
+    EXPECT_TRUE(p) << name << ": " << p.error().message;
+    if (p) out.push_back(std::move(*p));
+    return true;
+  });
+  EXPECT_TRUE(walk) << name;
+  return out;
+}
+}  // namespace
+
+// The kernel's DELPOLICY for `ip xfrm policy delete ... if_id 8` names no
+// index in its id (0): the if_id 7 policy with the same selector must stay.
+TEST(XfrmTableFixtures, DeletingOneOfTwoWildcardPoliciesByIfId) {
+  const auto msgs = fixture_messages("policy-ifid-wildcard.bin");
+  ASSERT_EQ(msgs.size(), 3u);
+  ASSERT_TRUE(std::holds_alternative<XfrmDelPolicy>(msgs[2]));
+  EXPECT_EQ(std::get<XfrmDelPolicy>(msgs[2]).id.index, 0u) << "what the kernel sends";
+  XfrmTable t("a");
+  std::vector<Event> ev;
+  for (const auto& m : msgs)
+    for (auto& e : t.apply(m, kNow)) ev.push_back(std::move(e));
+  ASSERT_EQ(ev.size(), 3u);
+  const auto idx7 = record(ev[0])["policy"]["index"].get<std::uint32_t>();
+  const auto idx8 = record(ev[1])["policy"]["index"].get<std::uint32_t>();
+  EXPECT_EQ(record(ev[2])["policy"]["if_id"], 8);
+  EXPECT_EQ(record(ev[2])["policy"]["index"], idx8);
+  ASSERT_EQ(t.policy_count(), 1u);
+  EXPECT_TRUE(t.find_policy(PolicyKey{idx7, 1})) << "the if_id 7 policy is still there";
+  EXPECT_FALSE(t.find_policy(PolicyKey{idx8, 1}));
+  // What is left still gives its own tunnel's SA its direction, and only that one.
+  XfrmSa sa7 = esp_sa(0x7001, "192.0.2.1", "192.0.2.7");
+  sa7.mode = 1;
+  sa7.if_id = 7;
+  XfrmSa sa8 = esp_sa(0x8001, "192.0.2.1", "192.0.2.8");
+  sa8.mode = 1;
+  sa8.if_id = 8;
+  t.apply(XfrmNewSa{kXfrmMsgNewSa, sa7}, kNow);
+  t.apply(XfrmNewSa{kXfrmMsgNewSa, sa8}, kNow);
+  EXPECT_EQ(t.find(sa_key(sa7))->direction, SaDirection::out);
+  EXPECT_EQ(t.find(sa_key(sa8))->direction, SaDirection::unknown);
+}
+
+// strongSwan's transport policies as the kernel reports them (template
+// addresses 0.0.0.0, one reqid, the SPI on the outbound template), after
+// its SAs: each SA gets its direction.
+TEST(XfrmTableFixtures, StrongSwanTransportPoliciesFromTheKernel) {
+  const auto msgs = fixture_messages("policy-swan-transport.bin");
+  ASSERT_EQ(msgs.size(), 2u);
+  XfrmTable t("a");
+  const XfrmSa in = esp_sa(0xc1000001, "198.51.100.2", "198.51.100.1", 1);
+  const XfrmSa out = esp_sa(0xc2000002, "198.51.100.1", "198.51.100.2", 1);
+  t.load({in, out}, {});
+  EXPECT_EQ(t.find(sa_key(in))->direction_pending, DirectionPending::no_policy);
+  for (const auto& m : msgs) t.apply(m, kNow);
+  EXPECT_EQ(t.find(sa_key(in))->direction, SaDirection::in);
+  EXPECT_EQ(t.find(sa_key(out))->direction, SaDirection::out);
+  EXPECT_EQ(t.find(sa_key(out))->direction_source, DirectionSource::policy);
 }
