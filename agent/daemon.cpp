@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "agent/log.hpp"
+#include "agent/netns_watch.hpp"
 #include "audit/catalogue.hpp"
 
 namespace ipsec {
@@ -42,15 +43,20 @@ nlohmann::json Daemon::kernel_audit_detail() const {
   return j;
 }
 
-void Daemon::stop_sources() {
+void Daemon::stop_sources(std::function<void()> done) {
+  // The audit source first: it reads what is queued and hands it over, and
+  // the tracker then decides and writes that too.
   if (audit_) audit_->stop();
-  // After the audit source: what it handed over last is still decided and written.
-  if (xfrm_) xfrm_->stop();
+  if (xfrm_)
+    xfrm_->stop(std::move(done));
+  else
+    done();
 }
 
 void Daemon::critical(const std::string& why) {
   log(LogLevel::error, why);
-  stop_sources();
+  if (audit_) audit_->stop();
+  if (xfrm_) xfrm_->abandon();
   agent_event(EventKind::critical_failure, "critical failure, the agent stops: " + why);
   exit_code_ = 1;
   sd_notify(0, "STOPPING=1");
@@ -66,7 +72,12 @@ void Daemon::on_signal(int signo) {
     return;
   }
   sd_notify(0, "STOPPING=1");
-  stop_sources();
+  // 5479 comes last: after what the sockets had queued is written, and after
+  // the kernel has answered what that needed (or not, within its deadline).
+  stop_sources([this, signo] { write_stopped(signo); });
+}
+
+void Daemon::write_stopped(int signo) {
   nlohmann::json d = {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}};
   if (audit_) {
     const auto& st = audit_->stats();
@@ -131,18 +142,32 @@ int Daemon::run() {
   });
 
   const auto& st = audit_->status();
+  // The kernel multicasts audit records in the initial network namespace
+  // only: elsewhere the join succeeds and no record ever arrives.
+  const std::optional<bool> init_netns = in_initial_netns();
+  if (init_netns == false)
+    log(LogLevel::warning,
+        "the agent runs outside the initial network namespace: the kernel sends audit records there only, so no "
+        "kernel audit record (packet failures, who made a change) will arrive. Run it in the initial namespace and "
+        "watch others with --netns.");
+  const nlohmann::json agent_netns = {{"initial", init_netns ? nlohmann::json(*init_netns) : nlohmann::json("unknown")},
+                                       {"label", own_netns_label()}};
+  nlohmann::json xd = {{"netns_watched", xfrm_->watched()},
+                       {"sas", xfrm_->sa_count()},
+                       {"policies", xfrm_->policy_count()},
+                       {"aevents", opts_.xfrm_aevents}};
+  if (!xfrm_->missing().empty()) xd["netns_missing"] = xfrm_->missing();
   agent_event(EventKind::service_started,
-              !st                ? "IPsec audit started; the kernel audit status cannot be read (no CAP_AUDIT_CONTROL)"
-              : st->enabled != 0 ? "IPsec audit started"
-                                 : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be "
-                                   "recorded",
+              init_netns == false ? "IPsec audit started outside the initial network namespace: no kernel audit "
+                                    "records (IPsec packet events) will arrive"
+              : !st               ? "IPsec audit started; the kernel audit status cannot be read (no CAP_AUDIT_CONTROL)"
+              : st->enabled != 0  ? "IPsec audit started"
+                                  : "IPsec audit started, but kernel audit is disabled: no IPsec packet events will be "
+                                    "recorded",
               {{"version", IPSEC_AUDIT_VERSION},
                {"kernel_audit", kernel_audit_detail()},
-               {"xfrm",
-                {{"netns_watched", xfrm_->watched()},
-                 {"sas", xfrm_->sa_count()},
-                 {"policies", xfrm_->policy_count()},
-                 {"aevents", opts_.xfrm_aevents}}}});
+               {"agent_netns", agent_netns},
+               {"xfrm", std::move(xd)}});
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
   io_.run();

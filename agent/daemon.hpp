@@ -4,6 +4,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -25,7 +26,8 @@ class Daemon {
   void critical(const std::string& why);
   void agent_event(EventKind kind, std::string message, nlohmann::json detail = nullptr);
   nlohmann::json kernel_audit_detail() const;
-  void stop_sources();
+  void stop_sources(std::function<void()> done);
+  void write_stopped(int signo);
 
   Options opts_;
   boost::asio::io_context io_;

@@ -70,6 +70,12 @@ Result<Unit> KernelAuditSource::start() {
   if (!rb) return rb.error();
   rcvbuf_ = *rb;
 
+  auto rs = NetlinkSocket::open(NETLINK_AUDIT);
+  if (!rs) return rs.error();
+  auto rq = NetlinkRequester::create(io_, std::move(*rs), std::chrono::milliseconds(2000));
+  if (!rq) return rq.error();
+  requester_ = std::move(*rq);
+
   const int dupfd = ::dup(mcast_->fd());
   if (dupfd < 0) return make_error(Errc::io, "dup failed", errno);
   desc_.emplace(io_, dupfd);
@@ -86,10 +92,13 @@ Result<Unit> KernelAuditSource::start() {
 
 void KernelAuditSource::stop() {
   timer_.cancel();
+  if (requester_) requester_->close();
   if (desc_) {
     boost::system::error_code ec;
     desc_->cancel(ec);
   }
+  // Records the kernel has already queued are written before the end.
+  if (mcast_) (void)drain(64 * kBatch);  // bounded: a busy kernel must not hold up the end
   if (!we_enabled_ || !control_) return;
   // Only if nobody has taken over since: a registered audit daemon owns the flag.
   auto st = query_status();
@@ -108,7 +117,7 @@ Result<AuditStatus> KernelAuditSource::query_status() {
       [&](const NetlinkMessage& m) {
         if (m.type == kAuditGet) got = parse_audit_status(m.payload);
       },
-      /*expect_reply=*/true);
+      ReplyKind::reply_and_ack);
   if (!r) return r.error();
   if (!got) return make_error(Errc::truncated, "no AUDIT_GET reply");
   return *got;
@@ -118,36 +127,40 @@ Result<Unit> KernelAuditSource::set_enabled(bool on) {
   const std::uint32_t seq = seq_++;
   const auto req = build_audit_set_enabled(seq, on);
   return control_->transact(
-      req, seq, [](const NetlinkMessage&) {}, /*expect_reply=*/false);
+      req, seq, [](const NetlinkMessage&) {}, ReplyKind::ack);
 }
 
 void KernelAuditSource::arm_read() {
   desc_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
     if (ec) return;  // cancelled at stop
-    drain();
+    if (drain(kBatch)) {
+      boost::asio::post(io_, [this] { arm_read(); });
+    } else {
+      arm_read();
+    }
   });
 }
 
-void KernelAuditSource::drain() {
+bool KernelAuditSource::drain(int batch) {
   std::uint64_t overruns = 0;
   bool more = false;
-  for (int i = 0; i < kBatch; ++i) {
+  for (int i = 0; i < batch; ++i) {
     const auto r = mcast_->receive(buf_);
     if (r.status == NetlinkSocket::RecvStatus::again) break;
     if (r.status == NetlinkSocket::RecvStatus::overrun) {
       ++overruns;
       continue;
     }
-    if (r.status == NetlinkSocket::RecvStatus::rejected) {
+    if (r.status == NetlinkSocket::RecvStatus::rejected || r.status == NetlinkSocket::RecvStatus::truncated) {
       ++stats_.rejected;
       continue;
     }
     if (r.status == NetlinkSocket::RecvStatus::error) {
       fatal_(std::string("kernel audit socket failed: ") + std::strerror(r.err));
-      return;
+      return false;
     }
     handle_datagram(r.size, std::chrono::system_clock::now());
-    if (i == kBatch - 1) more = true;
+    if (i == batch - 1) more = true;
   }
   if (overruns > 0) {
     stats_.overruns += overruns;
@@ -155,11 +168,7 @@ void KernelAuditSource::drain() {
               "the kernel audit socket overran (ENOBUFS): kernel audit records were lost, at least " +
                   std::to_string(overruns));
   }
-  if (more) {
-    boost::asio::post(io_, [this] { drain(); });
-  } else {
-    arm_read();
-  }
+  return more;
 }
 
 void KernelAuditSource::handle_datagram(std::size_t len, std::chrono::system_clock::time_point now) {
@@ -170,10 +179,12 @@ void KernelAuditSource::handle_datagram(std::size_t len, std::chrono::system_clo
       return true;
     }
     ++stats_.ipsec_records;
-    auto rec = parse_ipsec_audit_record(audit_record_text(m.payload));
+    const std::string_view text = audit_record_text(m.payload);
+    auto rec = parse_ipsec_audit_record(text);
     if (!rec) {
+      // Kept, not dropped: written as a kernel-ipsec-event with the raw text.
       ++stats_.parse_errors;
-      log(LogLevel::warning, "unparsable MAC_IPSEC_EVENT record dropped: " + rec.error().message);
+      sink_(event_from_salvaged_ipsec_audit(salvage_ipsec_audit_record(text), now));
       return true;
     }
     sink_(event_from_ipsec_audit(*rec, now));
@@ -186,7 +197,23 @@ void KernelAuditSource::handle_datagram(std::size_t len, std::chrono::system_clo
 }
 
 void KernelAuditSource::poll_status() {
-  auto st = query_status();
+  // Asynchronous: the loop goes on reading records while the kernel answers.
+  auto got = std::make_shared<std::optional<Result<AuditStatus>>>();
+  requester_->request([](std::uint32_t seq) { return build_audit_get(seq); }, ReplyKind::reply_and_ack,
+                      [got](const NetlinkMessage& m) {
+                        if (m.type == kAuditGet) *got = parse_audit_status(m.payload);
+                      },
+                      [this, got](const Result<Unit>& r) {
+                        if (!r)
+                          status_polled(r.error());
+                        else if (!*got)
+                          status_polled(make_error(Errc::truncated, "no AUDIT_GET reply"));
+                        else
+                          status_polled(**got);
+                      });
+}
+
+void KernelAuditSource::status_polled(const Result<AuditStatus>& st) {
   if (st) {
     if (status_) {
       const std::uint32_t delta = st->lost - status_->lost;  // the kernel counter wraps at 2^32

@@ -13,9 +13,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
+#include "agent/netlink_requester.hpp"
 #include "audit/event.hpp"
 #include "xfrm/kernel_audit.hpp"
 #include "xfrm/netlink_socket.hpp"
@@ -26,7 +28,7 @@ struct KernelAuditStats {
   std::uint64_t datagrams{0};
   std::uint64_t ipsec_records{0};
   std::uint64_t other_records{0};  // other audit types (SYSCALL, ...): not ours
-  std::uint64_t parse_errors{0};   // malformed 1415 text or framing: counted and dropped
+  std::uint64_t parse_errors{0};   // 1415 text written as unparsed kernel-ipsec-event, or framing dropped
   std::uint64_t rejected{0};       // truncated or not from the kernel
   std::uint64_t overruns{0};       // ENOBUFS seen
   std::uint64_t kernel_lost{0};    // rise of the kernel's lost counter since start
@@ -48,7 +50,8 @@ class KernelAuditSource {
 
   // Opens the sockets, reads the status, enables audit if configured.
   Result<Unit> start();
-  // Puts the audit `enabled` flag back if this agent changed it.
+  // Reads and hands over what is already queued on the socket, then puts the
+  // audit `enabled` flag back if this agent changed it.
   void stop();
 
   const std::optional<AuditStatus>& status() const { return status_; }
@@ -57,9 +60,11 @@ class KernelAuditSource {
 
  private:
   void arm_read();
-  void drain();
+  // Reads up to `batch` datagrams; false when nothing more is queued.
+  bool drain(int batch);
   void handle_datagram(std::size_t len, std::chrono::system_clock::time_point now);
   void poll_status();
+  void status_polled(const Result<AuditStatus>& st);
   Result<AuditStatus> query_status();
   Result<Unit> set_enabled(bool on);
   void emit_lost(std::uint64_t count, bool at_least, const char* counter, std::string message);
@@ -69,7 +74,8 @@ class KernelAuditSource {
   EventSink sink_;
   Fatal fatal_;
   std::optional<NetlinkSocket> mcast_;
-  std::optional<NetlinkSocket> control_;
+  std::optional<NetlinkSocket> control_;  // start and stop only (blocking, before and after the loop)
+  std::shared_ptr<NetlinkRequester> requester_;  // the periodic AUDIT_GET, asynchronous
   std::optional<boost::asio::posix::stream_descriptor> desc_;
   boost::asio::steady_timer timer_;
   std::vector<std::uint8_t> buf_;

@@ -25,9 +25,11 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
   --enable-kernel-audit   turn kernel audit on (AUDIT_SET enabled=1) if it is
                           off; the kernel writes IPsec packet records only while
                           it is on. Put back as it was on a clean stop.
-  --netns NAME            track the SAD/SPD of network namespace NAME (under
-                          /run/netns); repeatable. 'all' follows every name
-                          there, plus the agent's own. Default: the agent's own
+  --netns NAME|PATH       track the SAD/SPD of network namespace NAME (under
+                          /run/netns) or PATH (/proc/PID/ns/net, a bind
+                          mount); repeatable; one not there yet is watched
+                          when it appears. 'all' follows every name there,
+                          plus the agent's own. Default: the agent's own
   --xfrm-aevents          also join the XFRM AEVENTS group. Costly: once anyone
                           listens, the kernel sends a message every 2 packets
                           per SA. Off by default
@@ -51,6 +53,12 @@ std::vector<OutputSpec> effective_outputs(const Options& o) {
 }
 
 namespace {
+// A plain name (/run/netns/NAME) or an absolute path to a namespace file.
+bool valid_netns_spec(std::string_view v) {
+  if (v.empty() || v == "." || v == ".." || v.find('\0') != std::string_view::npos) return false;
+  return v.front() == '/' || v.find('/') == std::string_view::npos;
+}
+
 
 bool parse_int(std::string_view s, int lo, int hi, int* out) {
   int v = 0;
@@ -114,8 +122,7 @@ Result<Options> parse_command_line(int argc, char** argv, Options base) {
     } else if (a == "--netns") {
       auto v = take(a);
       if (!v) return v.error();
-      if (v->empty() || v->find('/') != std::string_view::npos || *v == "." || *v == "..")
-        return bad("--netns takes a name under /run/netns, or all");
+      if (!valid_netns_spec(*v)) return bad("--netns takes a name under /run/netns, an absolute path, or all");
       if (!netns_given) o.netns.clear();
       netns_given = true;
       o.netns.emplace_back(*v);
@@ -190,8 +197,8 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
       for (auto& n : v) {
         if (!n.is_string()) return bad("config key 'netns' must be a non-empty array of names");
         const auto name = n.get<std::string>();
-        if (name.find('/') != std::string::npos || name == "." || name == "..")
-          return bad("config key 'netns': '" + name + "' is not a name under /run/netns");
+        if (!name.empty() && !valid_netns_spec(name))  // "" is the agent's own
+          return bad("config key 'netns': '" + name + "' is not a name under /run/netns or an absolute path");
         names.push_back(name);
       }
       o.netns = std::move(names);

@@ -2,20 +2,18 @@
 
 #include <linux/netlink.h>
 #include <string.h>
-#include <sys/inotify.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
 #include <cerrno>
-#include <filesystem>
-#include <set>
 
 #include "agent/log.hpp"
+#include "agent/netlink_requester.hpp"
 #include "audit/normalize.hpp"
 #include "audit/replay_classifier.hpp"
 #include "audit/sa_match.hpp"
 #include "xfrm/netns.hpp"
+#include "xfrm/secure_buffer.hpp"
 #include "xfrm/xfrm_message.hpp"
 #include "xfrm/xfrm_request.hpp"
 
@@ -23,6 +21,9 @@ namespace ipsec {
 
 namespace {
 constexpr int kBatch = 256;
+// At stop: what was queued, bounded (a socket that never runs dry must not
+// hold up the end).
+constexpr int kStopBatch = 64 * kBatch;
 constexpr std::size_t kBufferSize = 64 * 1024;
 
 std::string key_text(const std::string& netns, const SaKey& k) {
@@ -36,33 +37,19 @@ bool is_packet_event(EventKind k) {
 }
 }  // namespace
 
-std::string own_netns_label() {
-  struct stat self = {};
-  struct stat other = {};
-  if (::stat("/proc/self/ns/net", &self) != 0) return "self";
-  // Newer kernels give init_net a fixed inode (PROC_NET_INIT_INO); on older
-  // ones compare with PID 1's, where /proc lets us.
-  constexpr ino_t kInitNetIno = 0xEFFFFFF9U;
-  if (self.st_ino == kInitNetIno) return "init";
-  if (::stat("/proc/1/ns/net", &other) == 0 && other.st_ino == self.st_ino && other.st_dev == self.st_dev)
-    return "init";
-  std::error_code ec;
-  for (const auto& de : std::filesystem::directory_iterator("/run/netns", ec))
-    if (::stat(de.path().c_str(), &other) == 0 && other.st_ino == self.st_ino && other.st_dev == self.st_dev)
-      return de.path().filename();
-  return "self";
-}
-
 struct XfrmTracker::Watcher {
-  std::string name;   // under /run/netns; "" for the agent's own
+  NetnsFound ns;
   std::string label;  // what records say
-  std::optional<NetlinkSocket> mcast, control;
+  std::optional<NetlinkSocket> mcast;
   std::optional<boost::asio::posix::stream_descriptor> desc;
+  std::shared_ptr<NetlinkRequester> requester;
   XfrmTable table;
-  std::vector<std::uint8_t> buf = std::vector<std::uint8_t>(kBufferSize);
-  std::uint32_t seq{1};
-  explicit Watcher(std::string n, std::string l) : name(std::move(n)), label(l), table(std::move(l)) {}
+  SecureBuffer buf{kBufferSize};
+  bool ready{false};      // the first dump is in
+  bool resyncing{false};  // a resync dump is running: the multicast socket waits
+  explicit Watcher(NetnsFound n) : ns(std::move(n)), label(ns.label), table(ns.label) {}
   ~Watcher() {
+    if (requester) requester->close();
     if (desc) {
       boost::system::error_code ec;
       desc->close(ec);
@@ -77,14 +64,22 @@ struct XfrmTracker::ReplayBatch {
   std::optional<boost::asio::steady_timer> timer;
 };
 
+// What one dump collects (SAs, policies, the default policy).
+struct XfrmTracker::Dump {
+  std::vector<XfrmSa> sas;
+  std::vector<XfrmPolicy> pols;
+  std::optional<XfrmPolicyDefault> defaults;
+  std::uint64_t parse_errors{0};
+};
+
 XfrmTracker::XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal)
     : io_(io),
       cfg_(std::move(cfg)),
       sink_(std::move(sink)),
       fatal_(std::move(fatal)),
+      netns_(io, cfg_.netns, cfg_.netns_rescan, [this] { rescan_netns(); }),
       correlator_(cfg_.correlation_window),
-      corr_timer_(io),
-      rescan_timer_(io) {}
+      corr_timer_(io) {}
 
 XfrmTracker::~XfrmTracker() = default;
 
@@ -100,39 +95,61 @@ std::size_t XfrmTracker::policy_count() const {
   return n;
 }
 
-Result<Unit> XfrmTracker::dump(Watcher& w, std::vector<XfrmSa>& sas, std::vector<XfrmPolicy>& pols,
-                               std::optional<XfrmPolicyDefault>& defaults) {
-  auto collect = [&](const NetlinkMessage& m) {
+void XfrmTracker::dump(Watcher& w, std::function<void(Result<Unit>, Dump&)> done) {
+  auto d = std::make_shared<Dump>();
+  auto collect = [d](const NetlinkMessage& m) {
     auto p = parse_xfrm_message(m);
     if (!p) {
-      ++stats_.parse_errors;
+      ++d->parse_errors;
       return;
     }
-    if (auto* s = std::get_if<XfrmNewSa>(&*p)) sas.push_back(std::move(s->sa));
-    if (auto* pl = std::get_if<XfrmNewPolicy>(&*p)) pols.push_back(std::move(pl->policy));
-    if (auto* d = std::get_if<XfrmPolicyDefault>(&*p)) defaults = *d;
+    if (auto* s = std::get_if<XfrmNewSa>(&*p)) d->sas.push_back(std::move(s->sa));
+    if (auto* pl = std::get_if<XfrmNewPolicy>(&*p)) d->pols.push_back(std::move(pl->policy));
+    if (auto* df = std::get_if<XfrmPolicyDefault>(&*p)) d->defaults = *df;
   };
-  std::uint32_t seq = w.seq++;
-  if (auto r = w.control->transact(build_xfrm_dump_sa(seq), seq, collect, false); !r) return r.error();
-  seq = w.seq++;
-  if (auto r = w.control->transact(build_xfrm_dump_policy(seq), seq, collect, false); !r) return r.error();
-  seq = w.seq++;
+  // Three requests in order on the one socket; the first failure decides.
+  auto failed = std::make_shared<std::optional<Error>>();
+  auto& rq = *w.requester;
+  rq.request([](std::uint32_t seq) { return build_xfrm_dump_sa(seq); }, ReplyKind::dump, collect,
+             [failed](const Result<Unit>& r) {
+               if (!r && !*failed) *failed = r.error();
+             });
+  rq.request([](std::uint32_t seq) { return build_xfrm_dump_policy(seq); }, ReplyKind::dump, collect,
+             [failed](const Result<Unit>& r) {
+               if (!r && !*failed) *failed = r.error();
+             });
   // Older kernels have no default policies: not an error.
-  (void)w.control->transact(build_xfrm_get_default(seq), seq, collect, true);
-  return Unit{};
+  rq.request([](std::uint32_t seq) { return build_xfrm_get_default(seq); }, ReplyKind::reply_and_ack, collect,
+             [this, d, failed, done = std::move(done)](const Result<Unit>&) {
+               stats_.parse_errors += d->parse_errors;
+               if (*failed)
+                 done(**failed, *d);
+               else
+                 done(Unit{}, *d);
+             });
 }
 
-Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const std::string& name, bool report) {
-  auto w = std::make_unique<Watcher>(name, name.empty() ? own_netns_label() : name);
+Result<XfrmTracker::Watcher*> XfrmTracker::open_watcher(const NetnsFound& ns, bool report) {
+  auto w = std::make_unique<Watcher>(ns);
+  std::optional<NetnsHandle> handle;
+  if (!ns.spec.empty()) {
+    auto h = open_netns(ns.spec);
+    if (!h) return h.error();
+    // Between the scan and now the name may have been given to another namespace.
+    if (!(h->id == ns.id)) return make_error(Errc::io, "netns " + ns.label + " changed while it was opened");
+    handle.emplace(std::move(*h));
+  }
   auto open = [&]() {
-    return name.empty() ? NetlinkSocket::open(NETLINK_XFRM) : open_netlink_socket_in_netns(name, NETLINK_XFRM);
+    return handle ? open_netlink_socket_in_netns_fd(handle->fd.get(), NETLINK_XFRM) : NetlinkSocket::open(NETLINK_XFRM);
   };
   auto mc = open();
   if (!mc) return mc.error();
   w->mcast.emplace(std::move(*mc));
   auto ctl = open();
   if (!ctl) return ctl.error();
-  w->control.emplace(std::move(*ctl));
+  auto rq = NetlinkRequester::create(io_, std::move(*ctl), cfg_.reply_timeout);
+  if (!rq) return rq.error();
+  w->requester = std::move(*rq);
   std::vector<unsigned> groups{kXfrmGroupAcquire, kXfrmGroupExpire,  kXfrmGroupSa,
                                kXfrmGroupPolicy,  kXfrmGroupMigrate, kXfrmGroupMapping};
   if (cfg_.aevents) groups.push_back(kXfrmGroupAevents);
@@ -144,122 +161,90 @@ Result<std::unique_ptr<XfrmTracker::Watcher>> XfrmTracker::open_watcher(const st
                             (j.error().sys_errno == EPERM ? " (needs CAP_NET_ADMIN)" : ""),
                         j.error().sys_errno);
   if (auto rb = w->mcast->set_receive_buffer(cfg_.receive_buffer_bytes); !rb) return rb.error();
-  std::vector<XfrmSa> sas;
-  std::vector<XfrmPolicy> pols;
-  std::optional<XfrmPolicyDefault> defaults;
-  if (auto d = dump(*w, sas, pols, defaults); !d)
-    return make_error(Errc::io,
-                      "XFRM dump in netns " + w->label + " failed: " + d.error().message +
-                          (d.error().sys_errno == EPERM ? " (reading the SAD/SPD needs CAP_NET_ADMIN)" : ""),
-                      d.error().sys_errno);
-  if (report) {
-    // A namespace that appeared while the agent ran: what it already holds
-    // was set up after start, so it is written (marked resync), not absorbed.
-    for (auto& e : w->table.resync(std::move(sas), std::move(pols), std::chrono::system_clock::now()))
-      emit_change(std::move(e));
-  } else {
-    w->table.load(std::move(sas), std::move(pols));
-  }
-  if (defaults) w->table.set_defaults(*defaults);
   const int fd = ::dup(w->mcast->fd());
   if (fd < 0) return make_error(Errc::io, "dup failed", errno);
   w->desc.emplace(io_, fd);
-  return w;
+  Watcher* wp = w.get();
+  watchers_.push_back(std::move(w));
+  dump(*wp, [this, wp, report](Result<Unit> r, Dump& d) {
+    if (alive(wp)) first_dump_done(wp, report, std::move(r), d);
+  });
+  return wp;
+}
+
+void XfrmTracker::first_dump_done(Watcher* w, bool report, Result<Unit> r, Dump& d) {
+  const bool at_start = starting_ > 0 && !report;
+  if (at_start) --starting_;
+  if (!r) {
+    const Error e = make_error(Errc::io,
+                               "XFRM dump in netns " + w->label + " failed: " + r.error().message +
+                                   (r.error().sys_errno == EPERM ? " (reading the SAD/SPD needs CAP_NET_ADMIN)" : ""),
+                               r.error().sys_errno);
+    if (at_start && !start_error_) start_error_ = e;
+    if (!at_start) log(LogLevel::warning, e.message + "; not watched (looked for again at the next scan)");
+    drop(w, "");
+    return;
+  }
+  if (report) {
+    // A namespace that appeared while the agent ran: what it already holds
+    // was set up after start, so it is written (marked resync), not absorbed.
+    for (auto& e : w->table.resync(std::move(d.sas), std::move(d.pols), std::chrono::system_clock::now()))
+      emit_change(std::move(e));
+  } else {
+    w->table.load(std::move(d.sas), std::move(d.pols));
+  }
+  if (d.defaults) w->table.set_defaults(*d.defaults);
+  w->ready = true;
+  if (report) log(LogLevel::info, "watching netns " + w->label);
+  arm(*w);
 }
 
 Result<Unit> XfrmTracker::start() {
-  std::vector<std::string> names;
-  for (const auto& n : cfg_.netns) {
-    if (n == "all") {
-      follow_all_ = true;
-      continue;
-    }
-    names.push_back(n);
-  }
-  if (follow_all_) {
-    names.insert(names.begin(), "");
-    std::error_code ec;
-    for (const auto& de : std::filesystem::directory_iterator("/run/netns", ec)) names.push_back(de.path().filename());
-  }
-  std::set<std::string> seen;
-  for (const auto& n : names) {
-    if (!seen.insert(n).second) continue;
-    auto w = open_watcher(n, false);
+  const auto found = netns_.scan(&missing_);
+  for (const auto& spec : missing_)
+    log(LogLevel::warning, "netns " + netns_path(spec) + " is not there (yet): watched when it appears");
+  for (const auto& ns : found) {
+    auto w = open_watcher(ns, false);
     if (!w) {
-      // A netns named explicitly must be there; one found by a scan may have just gone.
-      if (follow_all_ && !n.empty()) {
-        log(LogLevel::warning, "netns " + n + " skipped: " + w.error().message);
+      // A namespace named explicitly must open; one found by a scan may have just gone.
+      if (netns_.follows_all() && !ns.spec.empty()) {
+        log(LogLevel::warning, "netns " + ns.label + " skipped: " + w.error().message);
         continue;
       }
       return w.error();
     }
-    arm(**w);
-    watchers_.push_back(std::move(*w));
+    ++starting_;
   }
-  if (follow_all_) {
-    watch_netns_dir();
-    arm_rescan(cfg_.netns_rescan);
+  // READY only once the first dumps are in: run the loop until they are.
+  // Nothing else is armed yet, so only their handlers run here.
+  while (starting_ > 0 && io_.run_one() > 0) {
   }
+  if (start_error_) return *start_error_;
+  netns_.start();
   return Unit{};
 }
 
-void XfrmTracker::arm_rescan(std::chrono::milliseconds after) {
-  rescan_timer_.expires_after(after);  // replaces a pending one
-  rescan_timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec && !stopping_) rescan_netns();
-  });
-}
-
-void XfrmTracker::watch_netns_dir() {
-  // inotify says at once that a name came or went; the periodic rescan stays
-  // as the fallback (no /run/netns yet, a missed event, a bind mount that was
-  // not there yet when the name appeared).
-  const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd < 0) return;
-  if (::inotify_add_watch(fd, "/run/netns", IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM) < 0) {
-    ::close(fd);
-    return;
-  }
-  inotify_.emplace(io_, fd);
-  arm_inotify();
-}
-
-void XfrmTracker::arm_inotify() {
-  inotify_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
-    if (ec || stopping_) return;
-    alignas(inotify_event) char buf[4096];
-    while (::read(inotify_->native_handle(), buf, sizeof buf) > 0) {
-    }
-    // `ip netns add` creates the name, then bind-mounts the netns on it.
-    arm_rescan(std::chrono::milliseconds(100));
-    arm_inotify();
-  });
-}
-
 void XfrmTracker::rescan_netns() {
-  std::set<std::string> now;
-  std::error_code ec;
-  for (const auto& de : std::filesystem::directory_iterator("/run/netns", ec)) now.insert(de.path().filename());
-  // Names gone: stop watching (our sockets would otherwise keep the netns alive).
-  std::erase_if(watchers_, [&](const std::unique_ptr<Watcher>& w) {
-    if (w->name.empty() || now.contains(w->name)) return false;
-    log(LogLevel::info, "netns " + w->name + " is gone; no longer watched");
-    return true;
-  });
-  for (const auto& n : now) {
-    bool have = false;
-    for (const auto& w : watchers_) have = have || w->name == n;
-    if (have) continue;
-    auto w = open_watcher(n, true);
-    if (!w) {
-      log(LogLevel::warning, "netns " + n + " not watched: " + w.error().message);
-      continue;
-    }
-    log(LogLevel::info, "watching netns " + n);
-    arm(**w);
-    watchers_.push_back(std::move(*w));
+  if (stopping_) return;
+  std::vector<std::string> missing;
+  const auto found = netns_.scan(&missing);
+  // Gone, or recreated under the same name (another identity): stop watching
+  // (our sockets would otherwise keep a dead namespace alive).
+  std::vector<Watcher*> gone;
+  for (const auto& w : watchers_) {
+    bool still = false;
+    for (const auto& f : found) still = still || (f.id == w->ns.id && f.spec == w->ns.spec);
+    if (!still) gone.push_back(w.get());
   }
-  arm_rescan(cfg_.netns_rescan);
+  for (Watcher* w : gone) drop(w, "netns " + w->label + " is gone or was recreated; the old one is no longer watched");
+  for (const auto& f : found) {
+    bool have = false;
+    for (const auto& w : watchers_) have = have || w->ns.id == f.id;
+    if (have) continue;
+    auto w = open_watcher(f, true);
+    if (!w) log(LogLevel::warning, "netns " + f.label + " not watched: " + w.error().message);
+  }
+  missing_ = std::move(missing);
 }
 
 bool XfrmTracker::alive(const Watcher* w) const {
@@ -268,41 +253,53 @@ bool XfrmTracker::alive(const Watcher* w) const {
   return false;
 }
 
+void XfrmTracker::drop(Watcher* w, const std::string& why) {
+  if (!why.empty()) log(LogLevel::info, why);
+  abandon_inflight(w);
+  std::erase_if(watchers_, [w](const std::unique_ptr<Watcher>& x) { return x.get() == w; });
+  maybe_stopped();
+}
+
 void XfrmTracker::arm(Watcher& w) {
   // A completion can already be queued when a rescan drops the watcher, so
   // handlers look it up again rather than trust the pointer.
   w.desc->async_wait(boost::asio::posix::stream_descriptor::wait_read,
                      [this, wp = &w](const boost::system::error_code& ec) {
                        if (ec || stopping_ || !alive(wp)) return;
-                       drain(*wp);
+                       if (!drain(*wp, kBatch)) return;
+                       if (wp->resyncing) return;  // re-armed when the resync is in
+                       // A full batch: let the other sources in, then go on.
+                       boost::asio::post(io_, [this, wp] {
+                         if (!stopping_ && alive(wp) && !wp->resyncing) arm(*wp);
+                       });
                      });
 }
 
-void XfrmTracker::drain(Watcher& w) {
+bool XfrmTracker::drain(Watcher& w, int batch) {
   std::uint64_t overruns = 0;
-  bool more = false;
   const auto now = std::chrono::system_clock::now();
-  for (int i = 0; i < kBatch; ++i) {
-    const auto r = w.mcast->receive(w.buf);
+  for (int i = 0; i < batch; ++i) {
+    const auto r = w.mcast->receive(w.buf.span());
     if (r.status == NetlinkSocket::RecvStatus::again) break;
     if (r.status == NetlinkSocket::RecvStatus::overrun) {
       ++overruns;
       continue;
     }
-    if (r.status == NetlinkSocket::RecvStatus::rejected) {
-      explicit_bzero(w.buf.data(), w.buf.size());
+    if (r.status == NetlinkSocket::RecvStatus::rejected || r.status == NetlinkSocket::RecvStatus::truncated) {
+      ++stats_.parse_errors;
+      w.buf.wipe(w.buf.size());
       continue;
     }
     if (r.status == NetlinkSocket::RecvStatus::error) {
       const std::string why = "XFRM socket of netns " + w.label + " failed: " + strerror(r.err);
-      // The agent's own namespace is a source it cannot do without; a named
-      // one is dropped (the rescan, with --netns all, may pick it up again).
-      if (w.name.empty()) {
+      // The agent's own namespace is a source it cannot do without; another
+      // one is dropped (the next scan may pick it up again).
+      if (w.ns.spec.empty()) {
         fatal_(why);
       } else {
-        log(LogLevel::error, why + "; no longer watched");
+        drop(&w, why + "; no longer watched");
       }
-      return;  // not re-armed
+      return false;
     }
     auto walk = for_each_netlink_message(Bytes(w.buf.data(), r.size), [&](const NetlinkMessage& m) {
       ++stats_.messages;
@@ -317,21 +314,14 @@ void XfrmTracker::drain(Watcher& w) {
     });
     if (!walk) ++stats_.parse_errors;
     // SA messages carry keys: nothing of them stays in our memory.
-    explicit_bzero(w.buf.data(), r.size);
-    if (i == kBatch - 1) more = true;
+    w.buf.wipe(r.size);
   }
   if (overruns > 0) {
     stats_.overruns += overruns;
     emit_lost(w, overruns);
     resync(w);
   }
-  if (more) {
-    boost::asio::post(io_, [this, wp = &w] {
-      if (!stopping_ && alive(wp)) drain(*wp);
-    });
-  } else {
-    arm(w);
-  }
+  return true;
 }
 
 void XfrmTracker::emit_lost(const Watcher& w, std::uint64_t count) {
@@ -344,21 +334,29 @@ void XfrmTracker::emit_lost(const Watcher& w, std::uint64_t count) {
 }
 
 void XfrmTracker::resync(Watcher& w) {
+  if (w.resyncing || stopping_) return;
   ++stats_.resyncs;
-  std::vector<XfrmSa> sas;
-  std::vector<XfrmPolicy> pols;
-  std::optional<XfrmPolicyDefault> defaults;
-  if (auto d = dump(w, sas, pols, defaults); !d) {
-    log(LogLevel::error, "resync dump of netns " + w.label + " failed: " + d.error().message);
-    return;
-  }
-  for (auto& e : w.table.resync(std::move(sas), std::move(pols), std::chrono::system_clock::now()))
-    emit_change(std::move(e));
-  if (defaults)
-    for (auto& e : w.table.apply(*defaults, std::chrono::system_clock::now())) {
-      e.detail["resync"] = true;
-      sink_(e);
+  // The multicast socket waits while the dump runs: a change applied between
+  // the dump's snapshot and its end would be undone by the resync.
+  w.resyncing = true;
+  dump(w, [this, wp = &w](Result<Unit> r, Dump& d) {
+    if (!alive(wp)) return;
+    wp->resyncing = false;
+    if (!r) {
+      // A partial dump is never applied: it would write false deletions.
+      log(LogLevel::error, "resync dump of netns " + wp->label + " failed, the table stays as it was: " +
+                               r.error().message);
+    } else {
+      const auto now = std::chrono::system_clock::now();
+      for (auto& e : wp->table.resync(std::move(d.sas), std::move(d.pols), now)) emit_change(std::move(e));
+      if (d.defaults)
+        for (auto& e : wp->table.apply(*d.defaults, now)) {
+          e.detail["resync"] = true;
+          sink_(e);
+        }
     }
+    if (!stopping_) arm(*wp);
+  });
 }
 
 void XfrmTracker::emit_change(Event e) {
@@ -437,24 +435,53 @@ void XfrmTracker::classify_replays(const std::string& k) {
   if (it == replay_.end()) return;
   std::unique_ptr<ReplayBatch> batch = std::move(it->second);
   replay_.erase(it);
-  Watcher& w = *batch->watcher;
+  if (batch->timer) batch->timer->cancel();  // when called at stop, before it fired
+  Watcher* w = batch->watcher;
   // The watcher may be gone (netns deleted) since the batch was opened.
-  const bool watched = alive(&w);
-
-  std::optional<XfrmSa> fresh;
-  if (watched) {
-    ++stats_.getsa_requests;
-    const std::uint32_t seq = w.seq++;
-    auto r = w.control->transact(
-        build_xfrm_get_sa(seq, batch->key), seq,
-        [&](const NetlinkMessage& m) {
-          auto p = parse_xfrm_message(m);
-          if (p)
-            if (auto* n = std::get_if<XfrmNewSa>(&*p)) fresh = n->sa;
-        },
-        true);
-    (void)r;
+  if (!alive(w)) {
+    finish_replays(std::move(batch), k, std::nullopt);
+    return;
   }
+  ++stats_.getsa_requests;
+  auto fresh = std::make_shared<std::optional<XfrmSa>>();
+  const XfrmSaRef key = batch->key;
+  const std::uint64_t id = next_inflight_++;
+  inflight_.emplace(id, InFlight{k, std::move(batch)});
+  w->requester->request(
+      [key](std::uint32_t seq) { return build_xfrm_get_sa(seq, key); },
+      ReplyKind::reply_and_ack,
+      [fresh](const NetlinkMessage& m) {
+        auto p = parse_xfrm_message(m);
+        if (p)
+          if (auto* n = std::get_if<XfrmNewSa>(&*p)) *fresh = n->sa;
+      },
+      [this, id, fresh](const Result<Unit>&) {
+        auto f = inflight_.find(id);
+        if (f == inflight_.end()) return;  // already decided (its netns went away)
+        InFlight held = std::move(f->second);
+        inflight_.erase(f);
+        // A GETSA that failed or timed out leaves `fresh` empty: basis unknown.
+        finish_replays(std::move(held.batch), held.key, std::move(*fresh));
+        maybe_stopped();
+      });
+}
+
+void XfrmTracker::abandon_inflight(const Watcher* w) {
+  // Their GETSA will not be answered to us: decided now, basis unknown.
+  for (auto it = inflight_.begin(); it != inflight_.end();) {
+    if (w != nullptr && it->second.batch->watcher != w) {
+      ++it;
+      continue;
+    }
+    InFlight held = std::move(it->second);
+    it = inflight_.erase(it);
+    finish_replays(std::move(held.batch), held.key, std::nullopt);
+  }
+}
+
+void XfrmTracker::finish_replays(std::unique_ptr<ReplayBatch> batch, const std::string& k,
+                                 std::optional<XfrmSa> fresh) {
+  Watcher* wp = batch->watcher;
   const std::uint64_t n = batch->events.size();
   if (!fresh) {
     for (auto& e : batch->events) {
@@ -468,11 +495,14 @@ void XfrmTracker::classify_replays(const std::string& k) {
   const ReplayCounters before{last.replay, last.replay_window};
   const ReplayCounters after{fresh->stats.replay, fresh->stats.replay_window};
   last = fresh->stats;
-  const SaEntry* entry = w.table.refresh(*fresh);
-  const std::uint32_t top = fresh->replay_esn ? fresh->replay_esn->seq : fresh->replay ? fresh->replay->seq : 0;
+  const SaEntry* entry = alive(wp) ? wp->table.refresh(*fresh) : nullptr;
+  // ESN: the top has 64 bits; the audit record's seqno only the low 32.
+  const std::uint64_t top = fresh->replay_esn ? replay_window_top(fresh->replay_esn->seq_hi, fresh->replay_esn->seq)
+                            : fresh->replay   ? fresh->replay->seq
+                                              : 0;
   const std::uint32_t window = fresh->replay_esn ? fresh->replay_esn->replay_window : fresh->replay_window;
   for (auto& e : batch->events) {
-    if (entry) e.sa = w.table.context(*entry);
+    if (entry) e.sa = wp->table.context(*entry);
     const ReplayVerdict v = classify_replay(n, before, after, e.seq, top, window);
     const bool too_low = v.below_window;
     if (v.exact) {
@@ -498,23 +528,61 @@ void XfrmTracker::classify_replays(const std::string& k) {
   }
 }
 
-void XfrmTracker::stop() {
+void XfrmTracker::stop(std::function<void()> done) {
   stopping_ = true;
-  rescan_timer_.cancel();
-  if (inotify_) {
-    boost::system::error_code ec;
-    inotify_->cancel(ec);
+  netns_.stop();
+  // What the kernel has already queued is read and written before the end.
+  for (std::size_t i = 0; i < watchers_.size();) {
+    Watcher* w = watchers_[i].get();
+    if (w->ready && !w->resyncing && !drain(*w, kStopBatch) && !alive(w))
+      continue;  // dropped: the same index is the next one
+    ++i;
   }
-  corr_timer_.cancel();
-  std::vector<std::string> keys;
-  for (const auto& [k, b] : replay_) keys.push_back(k);
-  for (const auto& k : keys) classify_replays(k);
-  for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
   for (auto& w : watchers_)
     if (w->desc) {
       boost::system::error_code ec;
       w->desc->cancel(ec);
     }
+  stopped_ = std::move(done);
+  std::vector<std::string> keys;
+  for (const auto& [k, b] : replay_) keys.push_back(k);
+  for (const auto& k : keys) classify_replays(k);
+  maybe_stopped();
+}
+
+void XfrmTracker::maybe_stopped() {
+  if (!stopping_ || !inflight_.empty() || !stopped_) return;
+  corr_timer_.cancel();
+  for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
+  auto done = std::move(stopped_);
+  stopped_ = nullptr;
+  for (auto& w : watchers_)
+    if (w->requester) w->requester->close();
+  done();
+}
+
+void XfrmTracker::abandon() {
+  stopping_ = true;
+  netns_.stop();
+  for (auto& w : watchers_) {
+    if (w->requester) w->requester->close();
+    if (w->desc) {
+      boost::system::error_code ec;
+      w->desc->cancel(ec);
+    }
+  }
+  abandon_inflight(nullptr);
+  std::vector<std::string> keys;
+  for (const auto& [k, b] : replay_) keys.push_back(k);
+  for (const auto& k : keys) {
+    auto it = replay_.find(k);
+    auto batch = std::move(it->second);
+    replay_.erase(it);
+    finish_replays(std::move(batch), k, std::nullopt);
+  }
+  corr_timer_.cancel();
+  for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
+  stopped_ = nullptr;
 }
 
 }  // namespace ipsec

@@ -1,12 +1,13 @@
 // XfrmTracker: the agent's live view of every watched network namespace's
 // SAD and SPD, and the stage that enriches kernel audit events with it.
 //
-// Per watched netns: one socket on the XFRM multicast groups SA, POLICY,
-// EXPIRE, ACQUIRE, MAPPING and MIGRATE (never AEVENTS unless asked: once
-// anyone listens there the kernel sends a NEWAE every 2 packets per SA), and
-// one unicast socket for the start-up dump, resync dumps after an overrun,
-// and on-demand GETSA. Receive buffers that held XFRM messages are wiped
-// after parsing: SA messages carry keys.
+// Per watched netns (found and told apart by NetnsWatch): one socket on the
+// XFRM multicast groups SA, POLICY, EXPIRE, ACQUIRE, MAPPING and MIGRATE
+// (never AEVENTS unless asked: once anyone listens there the kernel sends a
+// NEWAE every 2 packets per SA), drained in batches; and one NetlinkRequester
+// for the dumps (at start, for a netns that appears, for a resync after an
+// overrun) and on-demand GETSA, none of which blocks the loop. Receive
+// buffers are SecureBuffers wiped after parsing: SA messages carry keys.
 //
 // Kernel audit records carry no netns: packet events are matched to SAs by
 // (dst, spi) across all watched netns, and an ambiguous match is said, never
@@ -32,6 +33,7 @@
 #include "audit/correlator.hpp"
 #include "audit/event.hpp"
 #include "audit/xfrm_table.hpp"
+#include "agent/netns_watch.hpp"
 #include "xfrm/netlink_socket.hpp"
 
 namespace ipsec {
@@ -50,25 +52,36 @@ class XfrmTracker {
   using Fatal = std::function<void(const std::string&)>;
 
   struct Config {
-    // Netns names under /run/netns; "" is the agent's own; {"all"} follows
-    // every name under /run/netns (rescanned on a timer) plus the agent's own.
+    // NetnsWatch specs: "" is the agent's own; "all" follows every name under
+    // /run/netns plus the agent's own; NAME is /run/netns/NAME; a path
+    // (/proc/PID/ns/net, a bind mount) is that namespace.
     std::vector<std::string> netns{""};
     int receive_buffer_bytes{4 << 20};
     bool aevents{false};
     std::chrono::milliseconds correlation_window{250};
     std::chrono::milliseconds replay_coalesce{20};
     std::chrono::milliseconds netns_rescan{2000};
+    // How long a request may wait for its next reply datagram.
+    std::chrono::milliseconds reply_timeout{2000};
   };
 
   XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal);
   ~XfrmTracker();
 
+  // Opens every namespace there is and reads its tables; runs the io_context
+  // until those first dumps are done (call before io_context::run).
   Result<Unit> start();
   // Every kernel-audit event passes through here on its way to the sinks.
   void on_audit_event(Event e);
-  // Decides everything still pending and emits it.
-  void stop();
+  // Reads what is already queued on the XFRM sockets, decides everything
+  // still pending (replay records get their GETSA) and emits it, then calls
+  // `done` (at once when nothing waits for the kernel).
+  void stop(std::function<void()> done);
+  // The same without waiting for the kernel (a critical failure).
+  void abandon();
 
+  // Explicit specs that were not there at the last scan.
+  const std::vector<std::string>& missing() const { return missing_; }
   const XfrmTrackerStats& stats() const { return stats_; }
   std::size_t watched() const { return watchers_.size(); }
   std::size_t sa_count() const;
@@ -77,42 +90,54 @@ class XfrmTracker {
  private:
   struct Watcher;
   struct ReplayBatch;
+  struct Dump;
 
-  // `report`: write what the first dump holds (a netns that appeared later).
-  Result<std::unique_ptr<Watcher>> open_watcher(const std::string& netns, bool report);
-  Result<Unit> dump(Watcher& w, std::vector<XfrmSa>& sas, std::vector<XfrmPolicy>& pols,
-                    std::optional<XfrmPolicyDefault>& defaults);
+  // Opens the sockets of a namespace and starts its first dump; `report`:
+  // write what that dump holds (a netns that appeared later, marked resync).
+  Result<Watcher*> open_watcher(const NetnsFound& ns, bool report);
+  void dump(Watcher& w, std::function<void(Result<Unit>, Dump&)> done);
+  void first_dump_done(Watcher* w, bool report, Result<Unit> r, Dump& d);
   bool alive(const Watcher* w) const;
+  void drop(Watcher* w, const std::string& why);
   void arm(Watcher& w);
-  void drain(Watcher& w);
+  // Reads up to `batch` datagrams; returns false when the socket failed.
+  bool drain(Watcher& w, int batch);
   void resync(Watcher& w);
   void rescan_netns();
-  void arm_rescan(std::chrono::milliseconds after);
-  void watch_netns_dir();
-  void arm_inotify();
   void emit_change(Event e);
   void arm_correlator();
   void enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
   void classify_replays(const std::string& key);
+  void finish_replays(std::unique_ptr<ReplayBatch> batch, const std::string& k, std::optional<XfrmSa> fresh);
   void emit_lost(const Watcher& w, std::uint64_t count);
+  void maybe_stopped();
+  // Decides the in-flight replay batches of `w` (all when null) as unknown.
+  void abandon_inflight(const Watcher* w);
 
   boost::asio::io_context& io_;
   Config cfg_;
   EventSink sink_;
   Fatal fatal_;
+  NetnsWatch netns_;
   std::vector<std::unique_ptr<Watcher>> watchers_;
+  std::vector<std::string> missing_;
   ChangeCorrelator correlator_;
   boost::asio::steady_timer corr_timer_;
-  boost::asio::steady_timer rescan_timer_;
-  std::optional<boost::asio::posix::stream_descriptor> inotify_;  // on /run/netns, with --netns all
   std::map<std::string, std::unique_ptr<ReplayBatch>> replay_;
   // Per-SA counters as last read, to take deltas from: netns|dst|spi|proto.
   std::map<std::string, XfrmStats> last_stats_;
   XfrmTrackerStats stats_;
-  bool follow_all_{false};
+  std::size_t starting_{0};       // first dumps still running at start
+  std::optional<Error> start_error_;
+  // Replay batches whose GETSA is in flight, by request.
+  struct InFlight {
+    std::string key;
+    std::unique_ptr<ReplayBatch> batch;
+  };
+  std::map<std::uint64_t, InFlight> inflight_;
+  std::uint64_t next_inflight_{0};
+  std::function<void()> stopped_;   // stop()'s callback, until nothing waits
   bool stopping_{false};
 };
-
-std::string own_netns_label();
 
 }  // namespace ipsec

@@ -83,4 +83,16 @@ Event event_from_ipsec_audit(const IpsecAuditRecord& rec, std::chrono::system_cl
   return e;
 }
 
+Event event_from_salvaged_ipsec_audit(const SalvagedAuditRecord& rec, std::chrono::system_clock::time_point received) {
+  Event e = event_from_ipsec_audit(rec.fields, received);
+  e.kind = EventKind::kernel_ipsec_event;
+  e.replay_detail.reset();
+  if (!rec.header) e.kernel.reset();
+  const std::string op = rec.fields.op.empty() ? std::string("(no op)") : rec.fields.op;
+  e.message = "kernel IPsec audit event " + op + " not fully understood (" + rec.problem + ")";
+  append_flow(e.message, e);
+  e.detail = {{"unparsed", {{"text", rec.text}, {"problem", rec.problem}}}};
+  return e;
+}
+
 }  // namespace ipsec

@@ -10,6 +10,11 @@ namespace ipsec {
 
 Event event_from_ipsec_audit(const IpsecAuditRecord& rec, std::chrono::system_clock::time_point received);
 
+// A record the strict parser refused: always a kernel-ipsec-event (what it
+// says is not understood well enough to be named), with what could be parsed
+// and the raw text and the problem under `unparsed`.
+Event event_from_salvaged_ipsec_audit(const SalvagedAuditRecord& rec, std::chrono::system_clock::time_point received);
+
 // Appends " on SPI 0x.. from A to B, sequence number N, flow label 0x.." for
 // what the event has.
 void append_flow(std::string& message, const Event& e);

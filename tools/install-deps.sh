@@ -6,7 +6,9 @@ export DEBIAN_FRONTEND=noninteractive
 BUILD="build-essential cmake pkg-config libmnl-dev libnl-3-dev libnl-route-3-dev libnl-xfrm-3-dev \
 libboost-dev nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev libbenchmark-dev"
 RUN="iproute2"
-TEST="python3 python3-jsonschema nftables qemu-system-x86 busybox-static kmod cpio"
+# netbase: /etc/protocols, which `ip xfrm ... proto NAME` and getprotobyname need
+# (a minimal root such as debootstrap minbase or a container image lacks it).
+TEST="python3 python3-jsonschema netbase nftables qemu-system-x86 busybox-static kmod cpio"
 case "${1:-all}" in
   run) PKGS="$BUILD $RUN" ;;
   *) PKGS="$BUILD $RUN $TEST" ;;

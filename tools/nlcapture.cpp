@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -29,6 +30,7 @@
 #include "xfrm/kernel_audit.hpp"
 #include "xfrm/netlink_socket.hpp"
 #include "xfrm/netns.hpp"
+#include "xfrm/secure_buffer.hpp"
 #include "xfrm/xfrm_format.hpp"
 #include "xfrm/xfrm_message.hpp"
 #include "xfrm/xfrm_request.hpp"
@@ -234,11 +236,18 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  UniqueFd out(::open(o.out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (!out.valid()) {
+  // XFRM captures hold SA messages verbatim, keys included: owner-only, also
+  // when appending to a file that was there before.
+  UniqueFd out(::open(o.out.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!out.valid() || ::fchmod(out.get(), 0600) != 0) {
     std::fprintf(stderr, "nlcapture: open %s: %s\n", o.out.c_str(), std::strerror(errno));
     return 1;
   }
+  if (o.bus == NETLINK_XFRM)
+    std::fprintf(stderr,
+                 "nlcapture: WARNING: %s receives raw XFRM messages; SA messages carry their keys. It is written mode "
+                 "0600: keep it secret, never commit a capture of real SAs.\n",
+                 o.out.c_str());
 
   struct sigaction sa {};
   sa.sa_handler = on_signal;
@@ -255,7 +264,7 @@ int main(int argc, char** argv) {
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  std::vector<std::uint8_t> buf(256 * 1024);
+  SecureBuffer buf(256 * 1024);
   unsigned long messages = 0, datagrams = 0, overruns = 0, rejected = 0;
   bool finished = false;
   while (!g_stop && !finished) {
@@ -272,7 +281,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (pr <= 0) continue;
-    const auto r = sock->receive(buf);
+    const auto r = sock->receive(buf.span());
     switch (r.status) {
       case NetlinkSocket::RecvStatus::again:
         continue;
@@ -282,6 +291,11 @@ int main(int argc, char** argv) {
         continue;
       case NetlinkSocket::RecvStatus::rejected:
         ++rejected;
+        continue;
+      case NetlinkSocket::RecvStatus::truncated:
+        ++rejected;
+        buf.wipe(r.size);
+        std::fprintf(stderr, "nlcapture: a datagram was truncated (MSG_TRUNC): dropped\n");
         continue;
       case NetlinkSocket::RecvStatus::error:
         std::fprintf(stderr, "nlcapture: receive: %s\n", std::strerror(r.err));
@@ -325,6 +339,7 @@ int main(int argc, char** argv) {
       return true;
     });
     if (!walk) std::fprintf(stderr, "nlcapture: bad framing: %s\n", walk.error().message.c_str());
+    buf.wipe(r.size);
   }
   std::fprintf(stderr, "nlcapture: %lu messages in %lu datagrams to %s (%lu overruns, %lu rejected)\n", messages,
                datagrams, o.out.c_str(), overruns, rejected);

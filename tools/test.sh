@@ -5,6 +5,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./tools/install-deps.sh all
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSEC_AUDIT_WERROR=ON >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPSEC_AUDIT_WERROR=ON -DIPSEC_AUDIT_TESTS=ON >/dev/null
 cmake --build build -j"$(nproc)"
 ctest --test-dir build --output-on-failure -j"$(nproc)"

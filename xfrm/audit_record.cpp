@@ -1,5 +1,6 @@
 #include "xfrm/audit_record.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 namespace ipsec {
@@ -72,93 +73,173 @@ Result<AuditHeader> parse_audit_header(std::string_view text, std::string_view* 
   return h;
 }
 
-Result<IpsecAuditRecord> parse_ipsec_audit_record(std::string_view text) {
-  while (!text.empty() && (text.back() == '\0' || text.back() == '\n')) text.remove_suffix(1);
-  IpsecAuditRecord r;
-  std::string_view body;
-  auto hdr = parse_audit_header(text, &body);
-  if (!hdr) return hdr.error();
-  r.header = *hdr;
+namespace {
 
+std::string_view trim_record(std::string_view text) {
+  while (!text.empty() && (text.back() == '\0' || text.back() == '\n')) text.remove_suffix(1);
+  return text;
+}
+
+// One key=value field into `r`; an error when its value does not parse or it
+// appears twice (then `r` is unchanged).
+std::optional<Error> parse_field(std::string_view key, std::string_view val, IpsecAuditRecord& r) {
+  auto dup = [&](bool present) { return present ? std::optional<Error>(field_error(key, "appears twice")) : std::nullopt; };
+  if (key == "op") {
+    if (!r.op.empty()) return dup(true);
+    if (val.empty()) return field_error(key, "empty");
+    r.op.assign(val);
+  } else if (key == "src" || key == "dst") {
+    auto& slot = key == "src" ? r.src : r.dst;
+    if (slot) return dup(true);
+    slot = IpAddress::parse(val);
+    if (!slot) return field_error(key, "not an IP address");
+  } else if (key == "spi") {
+    if (r.spi) return dup(true);
+    std::uint32_t v = 0;
+    if (!parse_spi(val, &v)) return field_error(key, "not N(0xN) with equal values");
+    r.spi = v;
+  } else if (key == "seqno") {
+    if (r.seqno) return dup(true);
+    std::uint32_t v = 0;
+    if (!parse_uint(val, &v)) return field_error(key, "not a 32-bit number");
+    r.seqno = v;
+  } else if (key == "flowlbl") {
+    if (r.flowlbl) return dup(true);
+    std::uint32_t v = 0;
+    if (!parse_hex32(val, &v) || v > 0xFFFFF) return field_error(key, "not a 20-bit hex flow label");
+    r.flowlbl = v;
+  } else if (key == "auid" || key == "ses") {
+    auto& slot = key == "auid" ? r.auid : r.ses;
+    if (slot) return dup(true);
+    std::uint32_t v = 0;
+    if (!parse_uint(val, &v)) return field_error(key, "not a 32-bit number");
+    slot = v;
+  } else if (key == "subj") {
+    if (r.subj) return dup(true);
+    r.subj = std::string(val);
+  } else if (key == "res") {
+    if (r.res) return dup(true);
+    std::uint32_t v = 0;
+    if (!parse_uint(val, &v) || v > 1) return field_error(key, "not 0 or 1");
+    r.res = static_cast<std::int32_t>(v);
+  } else if (key == "src_prefixlen" || key == "dst_prefixlen") {
+    auto& slot = key == "src_prefixlen" ? r.src_prefixlen : r.dst_prefixlen;
+    if (slot) return dup(true);
+    std::uint32_t v = 0;
+    if (!parse_uint(val, &v) || v > 128) return field_error(key, "not a prefix length");
+    slot = static_cast<std::uint8_t>(v);
+  } else {
+    for (const auto& kv : r.other)
+      if (kv.first == key) return dup(true);
+    r.other.emplace_back(std::string(key), std::string(val));
+  }
+  return std::nullopt;
+}
+
+// The fields after the header, into `r`. Strict (`problem` null): the first
+// problem is the result. Lenient: a token with no key=value right after subj=
+// is more of the label (an LSM context with a space, "subj=/usr/bin/x
+// (enforce)"); any other token or field that does not parse is skipped, and
+// the first problem is kept in *problem.
+Result<Unit> parse_fields(std::string_view body, IpsecAuditRecord& r, std::string* problem) {
   std::size_t nfields = 0;
+  bool after_subj = false;
+  auto fail = [&](const Error& e) {
+    if (problem != nullptr && problem->empty()) *problem = e.message;
+    return problem == nullptr;
+  };
   while (true) {
     while (!body.empty() && body.front() == ' ') body.remove_prefix(1);
     if (body.empty()) break;
-    if (++nfields > kMaxFields) return make_error(Errc::out_of_range, "more than 64 fields");
+    if (++nfields > kMaxFields) {
+      const Error e = make_error(Errc::out_of_range, "more than 64 fields");
+      if (fail(e)) return e;
+      break;  // the rest stays in the raw text
+    }
     const auto eq = body.find('=');
     const auto sp = body.find(' ');
-    if (eq == std::string_view::npos || (sp != std::string_view::npos && sp < eq) || eq == 0)
-      return make_error(Errc::malformed, "token without key=value");
+    if (eq == std::string_view::npos || (sp != std::string_view::npos && sp < eq) || eq == 0) {
+      const std::string_view token = body.substr(0, sp);
+      body.remove_prefix(token.size());
+      if (problem != nullptr && after_subj) {
+        if (problem->empty()) *problem = "field subj: a label with a space (taken as one label)";
+        r.subj->append(" ").append(token);
+        continue;
+      }
+      const Error e = make_error(Errc::malformed, "token without key=value");
+      if (fail(e)) return e;
+      continue;
+    }
     const std::string_view key = body.substr(0, eq);
     body.remove_prefix(eq + 1);
     std::string_view val;
     if (!body.empty() && body.front() == '"') {
       const auto endq = body.find('"', 1);
-      if (endq == std::string_view::npos) return field_error(key, "unterminated quoted value");
+      if (endq == std::string_view::npos) {
+        const Error e = field_error(key, "unterminated quoted value");
+        if (fail(e)) return e;
+        break;  // nothing after it can be told apart
+      }
       val = body.substr(1, endq - 1);
       body.remove_prefix(endq + 1);
-      if (!body.empty() && body.front() != ' ') return field_error(key, "junk after quoted value");
+      if (!body.empty() && body.front() != ' ') {
+        const Error e = field_error(key, "junk after quoted value");
+        if (fail(e)) return e;
+        body.remove_prefix(std::min(body.find(' '), body.size()));
+        after_subj = false;
+        continue;
+      }
     } else {
       const auto end = body.find(' ');
       val = body.substr(0, end);
       body.remove_prefix(end == std::string_view::npos ? body.size() : end);
     }
-
-    auto dup = [&](bool present) { return present ? field_error(key, "appears twice") : Error{}; };
-    if (key == "op") {
-      if (!r.op.empty()) return dup(true);
-      if (val.empty()) return field_error(key, "empty");
-      r.op.assign(val);
-    } else if (key == "src" || key == "dst") {
-      auto& slot = key == "src" ? r.src : r.dst;
-      if (slot) return dup(true);
-      slot = IpAddress::parse(val);
-      if (!slot) return field_error(key, "not an IP address");
-    } else if (key == "spi") {
-      if (r.spi) return dup(true);
-      std::uint32_t v = 0;
-      if (!parse_spi(val, &v)) return field_error(key, "not N(0xN) with equal values");
-      r.spi = v;
-    } else if (key == "seqno") {
-      if (r.seqno) return dup(true);
-      std::uint32_t v = 0;
-      if (!parse_uint(val, &v)) return field_error(key, "not a 32-bit number");
-      r.seqno = v;
-    } else if (key == "flowlbl") {
-      if (r.flowlbl) return dup(true);
-      std::uint32_t v = 0;
-      if (!parse_hex32(val, &v) || v > 0xFFFFF) return field_error(key, "not a 20-bit hex flow label");
-      r.flowlbl = v;
-    } else if (key == "auid" || key == "ses") {
-      auto& slot = key == "auid" ? r.auid : r.ses;
-      if (slot) return dup(true);
-      std::uint32_t v = 0;
-      if (!parse_uint(val, &v)) return field_error(key, "not a 32-bit number");
-      slot = v;
-    } else if (key == "subj") {
-      if (r.subj) return dup(true);
-      r.subj = std::string(val);
-    } else if (key == "res") {
-      if (r.res) return dup(true);
-      std::uint32_t v = 0;
-      if (!parse_uint(val, &v) || v > 1) return field_error(key, "not 0 or 1");
-      r.res = static_cast<std::int32_t>(v);
-    } else if (key == "src_prefixlen" || key == "dst_prefixlen") {
-      auto& slot = key == "src_prefixlen" ? r.src_prefixlen : r.dst_prefixlen;
-      if (slot) return dup(true);
-      std::uint32_t v = 0;
-      if (!parse_uint(val, &v) || v > 128) return field_error(key, "not a prefix length");
-      slot = static_cast<std::uint8_t>(v);
-    } else {
-      for (const auto& kv : r.other)
-        if (kv.first == key) return dup(true);
-      r.other.emplace_back(std::string(key), std::string(val));
+    if (auto e = parse_field(key, val, r)) {
+      if (fail(*e)) return *e;
+      after_subj = false;
+      continue;
     }
+    after_subj = key == "subj";
   }
+  return Unit{};
+}
+
+}  // namespace
+
+Result<IpsecAuditRecord> parse_ipsec_audit_record(std::string_view text) {
+  text = trim_record(text);
+  IpsecAuditRecord r;
+  std::string_view body;
+  auto hdr = parse_audit_header(text, &body);
+  if (!hdr) return hdr.error();
+  r.header = *hdr;
+  if (auto f = parse_fields(body, r, nullptr); !f) return f.error();
   if (r.op.empty()) return make_error(Errc::malformed, "record has no op field");
   if (r.src && r.dst && r.src->family != r.dst->family)
     return make_error(Errc::malformed, "src and dst are of different address families");
   return r;
+}
+
+SalvagedAuditRecord salvage_ipsec_audit_record(std::string_view text) {
+  text = trim_record(text);
+  SalvagedAuditRecord s;
+  s.text.assign(text.substr(0, kMaxSalvagedText));
+  std::string_view body;
+  auto hdr = parse_audit_header(text, &body);
+  if (!hdr) {
+    s.problem = hdr.error().message;
+    return s;  // no header: no field can be trusted to be one
+  }
+  s.header = *hdr;
+  s.fields.header = *hdr;
+  (void)parse_fields(body, s.fields, &s.problem);
+  if (s.fields.op.empty() && s.problem.empty()) s.problem = "record has no op field";
+  if (s.fields.src && s.fields.dst && s.fields.src->family != s.fields.dst->family) {
+    if (s.problem.empty()) s.problem = "src and dst are of different address families";
+    s.fields.src.reset();
+    s.fields.dst.reset();
+  }
+  return s;
 }
 
 }  // namespace ipsec

@@ -47,4 +47,18 @@ Result<AuditHeader> parse_audit_header(std::string_view text, std::string_view* 
 // The whole record text (trailing NULs and newlines are ignored).
 Result<IpsecAuditRecord> parse_ipsec_audit_record(std::string_view text);
 
+// What can still be read of a record parse_ipsec_audit_record refuses (one
+// token it does not understand must not lose the whole record): the header if
+// it parses, every field that parses (a token with no key=value right after
+// subj= is taken as more of the label: LSM contexts may hold a space), the raw
+// text (at most kMaxSalvagedText bytes) and the first problem met.
+inline constexpr std::size_t kMaxSalvagedText = 8970;  // MAX_AUDIT_MESSAGE_LENGTH
+struct SalvagedAuditRecord {
+  std::optional<AuditHeader> header;
+  IpsecAuditRecord fields;
+  std::string text;
+  std::string problem;  // empty when the record parses strictly after all
+};
+SalvagedAuditRecord salvage_ipsec_audit_record(std::string_view text);
+
 }  // namespace ipsec

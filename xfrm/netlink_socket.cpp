@@ -10,9 +10,16 @@
 #include <cstring>
 #include <string>
 
+#include "xfrm/netlink_reply.hpp"
+#include "xfrm/secure_buffer.hpp"
+
 namespace ipsec {
 
 namespace {
+// A dump datagram is at most 32 KiB (the kernel sizes it to the reader's
+// buffer up to that); room for twice that.
+constexpr std::size_t kReplyBufferSize = 64 * 1024;
+
 Error sys_error(const char* what) {
   const int e = errno;
   return make_error(Errc::io, std::string(what) + ": " + std::strerror(e), e);
@@ -59,7 +66,9 @@ Result<int> NetlinkSocket::set_receive_buffer(int bytes) {
   return got;
 }
 
-NetlinkSocket::Received NetlinkSocket::receive(std::span<std::uint8_t> buffer) {
+NetlinkSocket::Received NetlinkSocket::receive(std::span<std::uint8_t> buffer) { return receive_from(fd(), buffer); }
+
+NetlinkSocket::Received NetlinkSocket::receive_from(int fd, std::span<std::uint8_t> buffer) {
   sockaddr_nl from{};
   iovec iov{buffer.data(), buffer.size()};
   msghdr msg{};
@@ -67,16 +76,19 @@ NetlinkSocket::Received NetlinkSocket::receive(std::span<std::uint8_t> buffer) {
   msg.msg_namelen = sizeof from;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  const ssize_t n = recvmsg(fd(), &msg, MSG_DONTWAIT);
+  const ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return {RecvStatus::again, 0, errno};
     if (errno == ENOBUFS) return {RecvStatus::overrun, 0, errno};
     return {RecvStatus::error, 0, errno};
   }
-  if ((msg.msg_flags & MSG_TRUNC) != 0 || msg.msg_namelen != sizeof from || from.nl_family != AF_NETLINK ||
-      from.nl_pid != 0)
-    return {RecvStatus::rejected, static_cast<std::size_t>(n), 0};
-  return {RecvStatus::ok, static_cast<std::size_t>(n), 0};
+  const auto got = static_cast<std::size_t>(n) < buffer.size() ? static_cast<std::size_t>(n) : buffer.size();
+  if (msg.msg_namelen != sizeof from || from.nl_family != AF_NETLINK || from.nl_pid != 0) {
+    explicit_bzero(buffer.data(), got);
+    return {RecvStatus::rejected, 0, 0};
+  }
+  if ((msg.msg_flags & MSG_TRUNC) != 0) return {RecvStatus::truncated, got, 0};
+  return {RecvStatus::ok, got, 0};
 }
 
 Result<Unit> NetlinkSocket::send(Bytes message) {
@@ -85,13 +97,15 @@ Result<Unit> NetlinkSocket::send(Bytes message) {
 }
 
 Result<Unit> NetlinkSocket::transact(Bytes request, std::uint32_t seq,
-                                     const std::function<void(const NetlinkMessage&)>& on_message, bool expect_reply,
+                                     const std::function<void(const NetlinkMessage&)>& on_message, ReplyKind kind,
                                      std::chrono::milliseconds timeout) {
   if (auto s = send(request); !s) return s.error();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::vector<std::uint8_t> buf(MNL_SOCKET_BUFFER_SIZE * 4);
-  bool acked = false, replied = false;
-  while (true) {
+  SecureBuffer buf(kReplyBufferSize);
+  ReplyAssembler replies(seq, kind);
+  // The deadline is per reply datagram, not per request: a long dump that
+  // keeps coming is not cut off.
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (replies.state() == ReplyAssembler::State::more) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return make_error(Errc::io, "netlink request timed out", ETIMEDOUT);
@@ -99,43 +113,22 @@ Result<Unit> NetlinkSocket::transact(Bytes request, std::uint32_t seq,
     const int pr = poll(&p, 1, static_cast<int>(left.count()));
     if (pr < 0 && errno != EINTR) return sys_error("poll");
     if (pr <= 0) continue;
-    const Received r = receive(buf);
+    const Received r = receive(buf.span());
     if (r.status == RecvStatus::again || r.status == RecvStatus::rejected) continue;
-    if (r.status != RecvStatus::ok) {
+    if (r.status == RecvStatus::overrun || r.status == RecvStatus::error) {
       errno = r.err;
       return sys_error("netlink receive");
     }
-    bool done = false;
-    Error failure;
-    bool failed = false;
-    auto walk = for_each_netlink_message(Bytes(buf.data(), r.size), [&](const NetlinkMessage& m) {
-      if (m.seq != seq) return true;
-      if (m.type == NLMSG_ERROR) {
-        auto e = parse_netlink_error(m.payload);
-        if (!e) {
-          failure = e.error();
-          failed = true;
-        } else if (*e != 0) {
-          failure = make_error(Errc::io, std::string("kernel refused the request: ") + std::strerror(-*e), -*e);
-          failed = true;
-        }
-        acked = true;
-        return !failed;
-      }
-      if (m.type == NLMSG_DONE) {
-        done = true;
-        return false;
-      }
-      replied = true;
-      on_message(m);
-      return true;
-    });
+    if (r.status == RecvStatus::truncated)
+      replies.on_truncated(Bytes(buf.data(), r.size));
+    else
+      replies.on_datagram(Bytes(buf.data(), r.size), on_message);
     // Replies to XFRM dumps and GETSA carry SA keys: wipe what was read.
-    explicit_bzero(buf.data(), r.size);
-    if (!walk) return walk.error();
-    if (failed) return failure;
-    if (done || (acked && (replied || !expect_reply))) return Unit{};
+    buf.wipe(r.size);
+    deadline = std::chrono::steady_clock::now() + timeout;
   }
+  if (replies.state() == ReplyAssembler::State::failed) return replies.error();
+  return Unit{};
 }
 
 }  // namespace ipsec

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "xfrm/netlink_message.hpp"
+#include "xfrm/netlink_reply.hpp"
 #include "xfrm/result.hpp"
 
 struct mnl_socket;
@@ -39,8 +40,10 @@ class NetlinkSocket {
     ok,        // `size` bytes of a valid datagram are in the buffer
     again,     // nothing to read
     overrun,   // ENOBUFS: the kernel dropped messages for this socket (count unknown)
-    rejected,  // a datagram that was truncated or not from the kernel: dropped
-    error,     // any other failure (errno in `err`)
+    rejected,   // a datagram not from the kernel: dropped (and wiped)
+    truncated,  // a datagram from the kernel larger than the buffer (MSG_TRUNC):
+                // `size` bytes of its head are in the buffer, the rest is lost
+    error,      // any other failure (errno in `err`)
   };
   struct Received {
     RecvStatus status{RecvStatus::again};
@@ -48,16 +51,20 @@ class NetlinkSocket {
     int err{0};
   };
   Received receive(std::span<std::uint8_t> buffer);
+  // The same on any datagram socket (tests use a socketpair). A rejected
+  // datagram is wiped from the buffer before returning: it may have been an
+  // SA message all the same.
+  static Received receive_from(int fd, std::span<std::uint8_t> buffer);
 
   Result<Unit> send(Bytes message);
 
   // Sends `request` and feeds every reply message with its sequence number to
-  // on_message, until NLMSG_DONE, or until the kernel's ACK (and, when
-  // `expect_reply`, at least one reply: audit sends its AUDIT_GET reply from
-  // a kernel thread, so it may arrive after the ACK), or an error, or
-  // `timeout`. For the control path, not the event path.
+  // on_message until the reply is complete or failed (ReplyAssembler), or
+  // no datagram came for `timeout`. Blocks: for tools and for the agent's
+  // start and stop only, never while events flow (NetlinkRequester is the
+  // asynchronous form).
   Result<Unit> transact(Bytes request, std::uint32_t seq, const std::function<void(const NetlinkMessage&)>& on_message,
-                        bool expect_reply, std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+                        ReplyKind kind, std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
 
  private:
   explicit NetlinkSocket(mnl_socket* s);

@@ -9,6 +9,7 @@
 // Needs CAP_SYS_ADMIN.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include "xfrm/fd.hpp"
@@ -22,6 +23,9 @@ class ScopedNetns {
   // Saves the calling thread's namespace and enters /run/netns/NAME. NAME is
   // a plain file name (no '/', not "." or "..").
   static Result<ScopedNetns> enter(std::string_view name);
+  // The same for an open namespace file (nsfs: /run/netns/NAME,
+  // /proc/PID/ns/net, a container runtime's bind mount).
+  static Result<ScopedNetns> enter_fd(int netns_fd);
 
   ScopedNetns(ScopedNetns&&) noexcept = default;
   ScopedNetns& operator=(ScopedNetns&&) = delete;
@@ -46,5 +50,27 @@ class ScopedNetns {
 // Opens a NetlinkSocket on `bus` inside the named namespace, returning the
 // calling thread to its own namespace on every path.
 Result<NetlinkSocket> open_netlink_socket_in_netns(std::string_view name, int bus);
+Result<NetlinkSocket> open_netlink_socket_in_netns_fd(int netns_fd, int bus);
+
+// A network namespace by identity: the device and inode of its nsfs file,
+// the same for every name or path that leads to it, different for a
+// namespace recreated under the same name.
+struct NetnsId {
+  unsigned long long dev{0}, ino{0};
+  friend bool operator==(const NetnsId&, const NetnsId&) = default;
+};
+
+// A namespace as given: a plain NAME is /run/netns/NAME (iproute2), anything
+// with a '/' is a path (/proc/PID/ns/net, a bind mount). The fd keeps the
+// namespace alive while it is held.
+struct NetnsHandle {
+  std::string path;
+  NetnsId id;
+  UniqueFd fd;
+};
+std::string netns_path(std::string_view spec);
+Result<NetnsHandle> open_netns(std::string_view spec);
+// Identity of the namespace at `path` without keeping it open.
+Result<NetnsId> netns_id(const std::string& path);
 
 }  // namespace ipsec

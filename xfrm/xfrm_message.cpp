@@ -4,6 +4,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/netlink.h>
 #include <linux/xfrm.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -682,10 +683,13 @@ Result<XfrmMessage> parse_xfrm_message(const NetlinkMessage& message) {
   // libmnl reads nlattr headers in place; a payload that is not 4-byte
   // aligned (a caller's odd buffer) is parsed from an aligned copy instead.
   if (reinterpret_cast<std::uintptr_t>(message.payload.data()) % NLA_ALIGNTO != 0) {
-    const std::vector<std::uint8_t> copy(message.payload.begin(), message.payload.end());
+    // The copy may hold an SA's keys: wiped before it is freed.
+    std::vector<std::uint8_t> copy(message.payload.begin(), message.payload.end());
     NetlinkMessage aligned = message;
     aligned.payload = Bytes(copy);
-    return parse_aligned(aligned);
+    auto parsed = parse_aligned(aligned);
+    explicit_bzero(copy.data(), copy.size());
+    return parsed;
   }
   return parse_aligned(message);
 }

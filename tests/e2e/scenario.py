@@ -181,7 +181,8 @@ def add_sa(f, spi, reqid, extra=()):
 def policy_args(f, ns, dport=None):
     F = FAM[f]
     bits = 32 if f == 4 else 128
-    sel = ["src", "%s/%d" % (F["a"], bits), "dst", "%s/%d" % (F["b"], bits), "proto", "udp"]
+    # UDP by number: a minimal root has no /etc/protocols (netbase) to name it.
+    sel = ["src", "%s/%d" % (F["a"], bits), "dst", "%s/%d" % (F["b"], bits), "proto", 17]
     if dport:
         sel += ["dport", dport]
     d = "out" if ns == NS_A else "in"
@@ -515,21 +516,26 @@ def check_sa_lifecycle(C, recs):
             "sa-added from XFRM, with algorithm names, joined with its SAD-add audit record",
             json.dumps(added)[:400])
     # The same SA (src, dst, SPI) added in a and in b: two XFRM messages and two
-    # identical audit lines. Each change is written once, with its actor (the
-    # audit records say the same, so they are paired in order). Whether both
-    # fall inside one correlation window or not changes only the label
-    # (paired / matched); an audit record that comes after its window stays on
-    # its own (unmatched) beside an XFRM record without one (none).
-    same = [r for r in recs if r.get("event") == "sa-added" and r.get("spi") == FAM[4]["spi"]]
-    xf = [r for r in same if r["source"] == "xfrm"]
-    lone = [r for r in same if r["source"] != "xfrm"]
-    C.check(sorted(str(r.get("netns")) for r in xf) == [NS_A, NS_B]
-            and all(r.get("correlation") in ("paired", "matched", "none") for r in xf)
-            and all(r.get("correlation") == "unmatched" for r in lone)
-            and len(lone) == sum(1 for r in xf if r.get("correlation") == "none")
-            and all(r["audit"]["op"] == "SAD-add" for r in xf if r.get("correlation") != "none"),
-            "identical changes in two netns: each written once, with its actor",
-            json.dumps([(r["source"], r.get("netns"), r.get("correlation")) for r in same]))
+    # identical audit lines. Which audit line belongs to which netns cannot be
+    # told, and whether both fall inside one correlation window depends on the
+    # machine's load, so the label (matched, ambiguous, paired in order) is not
+    # checked; what must hold under any interleaving is: one XFRM record per
+    # netns, each audit line written exactly once (joined to one XFRM record or
+    # on its own), and an audit line on its own never given a netns (the
+    # kernel's audit record names none).
+    check_identical_changes(C, [r for r in recs if r.get("event") == "sa-added" and r.get("spi") == FAM[4]["spi"]])
+
+
+def check_identical_changes(C, same):
+    xfrm = [r for r in same if r.get("source") == "xfrm"]
+    alone = [r for r in same if r.get("source") == "kernel-audit"]
+    joined = [r for r in xfrm if isinstance(r.get("audit"), dict)]
+    C.check(sorted(str(r.get("netns")) for r in xfrm) == sorted([NS_A, NS_B])
+            and len(joined) + len(alone) == 2 and len(same) == len(xfrm) + len(alone)
+            and all(r["audit"].get("op") == "SAD-add" for r in joined + alone)
+            and not any(r.get("netns") for r in alone),
+            "identical changes in two netns: one record per netns, each audit line written once, none given a netns",
+            json.dumps([(r["source"], r.get("netns"), r.get("correlation"), "audit" in r) for r in same]))
 
 
 def check_records(C, recs, expected, agent):

@@ -40,7 +40,7 @@ def main():
             c.check(s["xfrm"]["netns_watched"] >= 3 and s["xfrm"]["aevents"] is False,
                     "service-started reports watched netns, AEVENTS not joined", s["xfrm"])
 
-            na.ip("xfrm", "policy", "add", "src", "10.78.0.1/32", "dst", "10.78.0.2/32", "proto", "udp", "dport",
+            na.ip("xfrm", "policy", "add", "src", "10.78.0.1/32", "dst", "10.78.0.2/32", "proto", "17", "dport",
                   "6666", "dir", "out", "priority", "10", "tmpl", "proto", "esp", "mode", "transport", "reqid", "66")
             r = agent.wait_for(lambda r: r["event"] == "policy-added" and r["dst"] == "10.78.0.2", timeout=2)[0]
             c.check(r["source"] == "xfrm" and r["netns"] == na.name and r["policy"]["dir"] == "out"
@@ -76,7 +76,7 @@ def main():
             c.check(x["expire"] == "hard" and x["src"] == "10.78.5.1" and x["netns"] == na.name,
                     "policy-expired (hard lifetime)", x)
 
-            na.ip("xfrm", "policy", "delete", "src", "10.78.0.1/32", "dst", "10.78.0.2/32", "proto", "udp",
+            na.ip("xfrm", "policy", "delete", "src", "10.78.0.1/32", "dst", "10.78.0.2/32", "proto", "17",
                   "dport", "6666", "dir", "out")
             dl = agent.wait_for(lambda r: r["event"] == "policy-deleted" and r["dst"] == "10.78.0.2", timeout=2)[0]
             c.check(dl["netns"] == na.name and dl["policy"]["templates"][0]["reqid"] == 66

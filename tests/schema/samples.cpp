@@ -73,5 +73,12 @@ int main() {
       std::fwrite(line.data(), 1, line.size(), stdout);
     }
   }
+  // A record the strict parser refused, kept with its raw text.
+  line.clear();
+  w.write(event_from_salvaged_ipsec_audit(
+              salvage_ipsec_audit_record("audit(1.000:2): op=SPD-add auid=0 ses=1 subj=a (b) res=1 src=10.0.0.1"),
+              std::chrono::system_clock::now()),
+          line);
+  std::fwrite(line.data(), 1, line.size(), stdout);
   return 0;
 }

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 using namespace ipsec;
 
@@ -157,4 +160,71 @@ TEST(AuditRecord, HugeInputRefusedNotSlow) {
   auto r = parse_ipsec_audit_record(s);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::out_of_range);
+}
+
+namespace {
+struct Unparsable {
+  std::string op, spi, subj, text;
+};
+
+std::vector<Unparsable> load_unparsable() {
+  std::ifstream in(std::string(FIXTURE_DIR) + "/audit/unparsable.txt");
+  std::vector<Unparsable> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line.rfind("EXPECT ", 0) == 0) {
+      Unparsable u;
+      std::stringstream ss(line.substr(7));
+      std::getline(ss, u.op, '|');
+      std::getline(ss, u.spi, '|');
+      std::getline(ss, u.subj);
+      out.push_back(u);
+    } else if (!out.empty()) {
+      out.back().text = line;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+TEST(AuditRecordSalvage, EveryFixtureIsRefusedStrictlyButSalvaged) {
+  const auto cases = load_unparsable();
+  ASSERT_EQ(cases.size(), 6u);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.text);
+    EXPECT_FALSE(parse_ipsec_audit_record(c.text));
+    const SalvagedAuditRecord s = salvage_ipsec_audit_record(c.text);
+    EXPECT_FALSE(s.problem.empty());
+    EXPECT_EQ(s.text, c.text);
+    EXPECT_EQ(s.fields.op, c.op == "-" ? "" : c.op);
+    EXPECT_EQ(s.fields.spi ? std::to_string(*s.fields.spi) : "-", c.spi);
+    EXPECT_EQ(s.fields.subj.value_or("-"), c.subj);
+  }
+}
+
+TEST(AuditRecordSalvage, LabelWithSpaceKeepsTheFieldsAfterIt) {
+  const auto s = salvage_ipsec_audit_record(
+      "audit(1795394816.900:8): op=SAD-add auid=0 ses=3 subj=/usr/sbin/charon (enforce) res=1 src=10.0.0.1 "
+      "dst=10.0.0.2 spi=4097(0x1001)\n");
+  ASSERT_TRUE(s.header);
+  EXPECT_EQ(s.header->serial, 8u);
+  EXPECT_EQ(s.problem, "field subj: a label with a space (taken as one label)");
+  EXPECT_EQ(*s.fields.res, 1);
+  EXPECT_EQ(s.fields.dst->to_string(), "10.0.0.2");
+  EXPECT_EQ(*s.fields.auid, 0u);
+}
+
+TEST(AuditRecordSalvage, NoHeaderKeepsOnlyTheText) {
+  const auto s = salvage_ipsec_audit_record("garbage without a header");
+  EXPECT_FALSE(s.header);
+  EXPECT_FALSE(s.problem.empty());
+  EXPECT_EQ(s.text, "garbage without a header");
+  EXPECT_TRUE(s.fields.op.empty());
+}
+
+TEST(AuditRecordSalvage, RawTextIsBounded) {
+  const std::string big = "audit(1.000:1): op=x " + std::string(20000, 'a');
+  const auto s = salvage_ipsec_audit_record(big);
+  EXPECT_EQ(s.text.size(), kMaxSalvagedText);
 }

@@ -68,3 +68,28 @@ TEST(Catalogue, ClassesFollowMicrosoftLabels) {
   EXPECT_EQ(event_kind_from_name("incorrect-spi"), EventKind::incorrect_spi);
   EXPECT_FALSE(event_kind_from_name("nope"));
 }
+
+TEST(Normalize, UnparsableRecordIsKeptAsKernelIpsecEventWithRawText) {
+  const char* text =
+      "audit(1795394816.900:8): op=SAD-add auid=0 ses=3 subj=/usr/sbin/charon (enforce) res=1 src=10.0.0.1 "
+      "dst=10.0.0.2 spi=4097(0x1001)";
+  ASSERT_FALSE(parse_ipsec_audit_record(text));
+  const Event e = event_from_salvaged_ipsec_audit(salvage_ipsec_audit_record(text), std::chrono::system_clock::time_point{});
+  EXPECT_EQ(e.kind, EventKind::kernel_ipsec_event);
+  EXPECT_EQ(e.source, Source::kernel_audit);
+  EXPECT_EQ(e.audit->op, "SAD-add");
+  EXPECT_EQ(*e.audit->subj, "/usr/sbin/charon (enforce)");
+  EXPECT_EQ(*e.spi, 4097u);
+  EXPECT_EQ(e.kernel->serial, 8u);
+  EXPECT_EQ(e.detail["unparsed"]["text"], text);
+  EXPECT_FALSE(e.detail["unparsed"]["problem"].get<std::string>().empty());
+  EXPECT_NE(e.message.find("not fully understood"), std::string::npos);
+}
+
+TEST(Normalize, UnparsableReplayRecordIsNotClassified) {
+  const char* text = "audit(1.000:1): op=SA-replayed-pkt src=10.0.0.1 dst=10.0.0.2 junk spi=1(0x1) seqno=5";
+  const Event e = event_from_salvaged_ipsec_audit(salvage_ipsec_audit_record(text), std::chrono::system_clock::time_point{});
+  EXPECT_EQ(e.kind, EventKind::kernel_ipsec_event);
+  EXPECT_FALSE(e.replay_detail);
+  EXPECT_EQ(*e.seq, 5u);
+}

@@ -121,3 +121,10 @@ TEST(Config, MutatedConfigsNeverThrow) {
   EXPECT_GT(ok, 50);
   EXPECT_GT(bad, 1000);
 }
+
+TEST(Options, NetnsByNameOrAbsolutePath) {
+  auto o = parse({"--netns", "vpn", "--netns", "/proc/1234/ns/net", "--netns", "/var/run/docker/netns/abc"});
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->netns, (std::vector<std::string>{"vpn", "/proc/1234/ns/net", "/var/run/docker/netns/abc"}));
+  for (const char* bad : {"a/b", ".", "..", ""}) EXPECT_FALSE(parse({"--netns", bad})) << bad;
+}

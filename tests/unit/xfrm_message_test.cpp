@@ -1292,7 +1292,7 @@ TEST(Netns, SocketLivesInTheNamespaceAndTheThreadComesBack) {
         auto r = parse_xfrm_message(m);
         if (r && std::holds_alternative<XfrmNewPolicy>(*r)) policies.push_back(std::get<XfrmNewPolicy>(*r).policy);
       },
-      false);
+      ReplyKind::dump);
   EXPECT_TRUE(t) << (t ? "" : t.error().message);
   ASSERT_EQ(policies.size(), 1u);
   EXPECT_EQ(policies[0].selector.saddr, ip("10.77.0.0"));
@@ -1304,7 +1304,7 @@ TEST(Netns, SocketLivesInTheNamespaceAndTheThreadComesBack) {
   probe.proto = IPPROTO_ESP;
   probe.mark = XfrmMark{1, 0xffffffff};
   probe.if_id = 7;
-  auto g = sock->transact(build_xfrm_get_sa(6, sa_ref(probe)), 6, [](const NetlinkMessage&) {}, false);
+  auto g = sock->transact(build_xfrm_get_sa(6, sa_ref(probe)), 6, [](const NetlinkMessage&) {}, ReplyKind::ack);
   ASSERT_FALSE(g);
   EXPECT_EQ(g.error().sys_errno, ESRCH) << g.error().message;
   EXPECT_EQ(std::system(("ip netns del " + name).c_str()), 0);
