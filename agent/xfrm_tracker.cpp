@@ -404,10 +404,10 @@ void XfrmTracker::on_audit_event(Event e) {
   }
   e.replay_detail.reset();  // replaced by replay_basis
   if (hits.size() != 1 || stopping_) {
-    e.detail["replay_basis"] = "unknown";
-    e.detail["replay_reason"] = hits.empty() ? "no watched SA has this destination and SPI"
-                                : stopping_  ? "the agent is stopping"
-                                             : "more than one watched SA has this destination and SPI";
+    e.replay_basis = ReplayBasis::unknown;
+    e.replay_reason = hits.empty() ? "no watched SA has this destination and SPI"
+                      : stopping_  ? "the agent is stopping"
+                                   : "more than one watched SA has this destination and SPI";
     sink_(e);
     return;
   }
@@ -485,8 +485,8 @@ void XfrmTracker::finish_replays(std::unique_ptr<ReplayBatch> batch, const std::
   const std::uint64_t n = batch->events.size();
   if (!fresh) {
     for (auto& e : batch->events) {
-      e.detail["replay_basis"] = "unknown";
-      e.detail["replay_reason"] = "the SA's counters could not be read (it may be gone)";
+      e.replay_basis = ReplayBasis::unknown;
+      e.replay_reason = "the SA's counters could not be read (it may be gone)";
       sink_(e);
     }
     return;
@@ -506,9 +506,9 @@ void XfrmTracker::finish_replays(std::unique_ptr<ReplayBatch> batch, const std::
     const ReplayVerdict v = classify_replay(n, before, after, e.seq, top, window);
     const bool too_low = v.below_window;
     if (v.exact) {
-      e.detail["replay_basis"] = "counter";
+      e.replay_basis = ReplayBasis::counter;
     } else {
-      e.detail["replay_basis"] = "inferred";
+      e.replay_basis = ReplayBasis::inferred;
       e.detail["replay_inference"] = {
           {"method", "sequence number against the current replay window"},
           {"window_top", top},

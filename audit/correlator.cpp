@@ -21,6 +21,18 @@ const char* correlation_name(Correlation c) {
   return "unmatched";
 }
 
+const char* replay_basis_name(ReplayBasis b) {
+  switch (b) {
+    case ReplayBasis::counter:
+      return "counter";
+    case ReplayBasis::inferred:
+      return "inferred";
+    case ReplayBasis::unknown:
+      break;
+  }
+  return "unknown";
+}
+
 bool ChangeCorrelator::joins(EventKind k) {
   return k == EventKind::sa_added || k == EventKind::sa_deleted || k == EventKind::policy_added ||
          k == EventKind::policy_deleted;

@@ -26,8 +26,8 @@
 #include <compare>
 #include <cstdint>
 #include <deque>
-#include <unordered_map>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "audit/event.hpp"

@@ -87,7 +87,6 @@ void opt_addr(std::string& out, std::string_view k, const std::optional<IpAddres
     out += "null";
 }
 
-
 // ---- the `sa` object (allow-listed fields of XfrmSa, never key material) ----
 
 constexpr std::uint64_t kXfrmInf = ~std::uint64_t{0};  // XFRM_INF: no limit
@@ -117,8 +116,7 @@ void string_member(std::string& out, std::string_view k, std::string_view v) {
   append_json_string(out, v);
 }
 
-void append_limits(std::string& out, std::uint64_t bytes, std::uint64_t packets, std::uint64_t add,
-                   std::uint64_t use) {
+void append_limits(std::string& out, std::uint64_t bytes, std::uint64_t packets, std::uint64_t add, std::uint64_t use) {
   out += "{\"bytes\":";
   if (bytes == kXfrmInf)
     out += "null";
@@ -456,6 +454,8 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   key(out, "message");
   append_json_string(out, e.message);
   if_string(out, "replay_detail", e.replay_detail);
+  if (e.replay_basis) string_member(out, "replay_basis", replay_basis_name(*e.replay_basis));
+  if_string(out, "replay_reason", e.replay_reason);
   if_string(out, "netns", e.netns);
   if (e.correlation) string_member(out, "correlation", correlation_name(*e.correlation));
   if (e.sa_match != SaMatch::none) string_member(out, "sa_match", sa_match_name(e.sa_match));

@@ -20,7 +20,6 @@ std::string default_name(std::uint8_t v) { return v == 1 ? "block" : v == 2 ? "a
 
 }  // namespace
 
-
 json selector_json(const XfrmSelector& s) {
   json j = {{"src", s.saddr ? json(s.saddr->to_string()) : json(nullptr)},
             {"dst", s.daddr ? json(s.daddr->to_string()) : json(nullptr)},
@@ -33,17 +32,11 @@ json selector_json(const XfrmSelector& s) {
   return j;
 }
 
-
-
 // ---- identity and template matching ----
 
 SaKey sa_key(const XfrmSa& sa) {
-  return SaKey{sa.daddr,
-               sa.spi,
-               sa.proto,
-               sa.mark ? sa.mark->value : 0,
-               sa.mark ? sa.mark->mask : 0,
-               sa.if_id.value_or(0)};
+  return SaKey{
+      sa.daddr, sa.spi, sa.proto, sa.mark ? sa.mark->value : 0, sa.mark ? sa.mark->mask : 0, sa.if_id.value_or(0)};
 }
 
 SaKey sa_key(const XfrmSaId& id, const std::optional<XfrmMark>& mark, const std::optional<std::uint32_t>& if_id) {

@@ -61,11 +61,16 @@ int main() {
     // Records that name an SA carry a full one (marked, with an if_id, its
     // direction pending) and, as ambiguous or 4965 records do, candidates.
     if (full.kind != EventKind::incorrect_spi) full.sa = sa;
-    full.sa_candidates = {SaCandidate{sa, full.kind == EventKind::incorrect_spi ? CandidateReason::other_mark_or_netns
-                                                                                  : CandidateReason::none}};
+    full.sa_candidates = {SaCandidate{
+        sa, full.kind == EventKind::incorrect_spi ? CandidateReason::other_mark_or_netns : CandidateReason::none}};
     if (full.kind != EventKind::incorrect_spi) full.sa_match = SaMatch::ambiguous;
     full.correlation = static_cast<Correlation>(i % 5);
     full.policy = policy;
+    if (full.kind == EventKind::replay_check_failed) {
+      full.replay_basis = ReplayBasis::unknown;
+      full.replay_reason = "no watched SA has this destination and SPI";
+    }
+    if (full.kind == EventKind::replay_sequence_too_low) full.replay_basis = ReplayBasis::counter;
     if (full.audit) full.audit_candidates = {AuditCandidate{full.kernel, *full.audit}};
     for (const Event* e : {&full, &bare}) {
       line.clear();
