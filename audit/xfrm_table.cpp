@@ -204,9 +204,9 @@ void XfrmTable::redirect(SaEntry& e) const {
 
 SaEntry& XfrmTable::put_sa(const XfrmSa& sa) {
   const SaKey k = sa_key(sa);
-  auto it = sas_.find(k);
-  if (it != sas_.end()) erase_sa(it);
-  SaEntry& e = sas_[k];
+  auto [it, added] = sas_.try_emplace(k);
+  SaEntry& e = it->second;
+  if (!added) unindex_sa(k, e.sa);  // an update: reqid or source may differ; the entry stays where it is
   e.sa = sa;
   if (sa.spi) index_put(sa_by_spi_, sa.spi, k);
   if (sa.reqid) index_put(sa_by_reqid_, sa.reqid, k);
@@ -216,11 +216,14 @@ SaEntry& XfrmTable::put_sa(const XfrmSa& sa) {
   return e;
 }
 
+void XfrmTable::unindex_sa(const SaKey& k, const XfrmSa& sa) {
+  if (sa.spi) index_erase(sa_by_spi_, sa.spi, k);
+  if (sa.reqid) index_erase(sa_by_reqid_, sa.reqid, k);
+  index_erase(sa_by_addr_, AddrPair{sa.daddr, sa.saddr}, k);
+}
+
 void XfrmTable::erase_sa(std::map<SaKey, SaEntry>::iterator it) {
-  const XfrmSa& sa = it->second.sa;
-  if (sa.spi) index_erase(sa_by_spi_, sa.spi, it->first);
-  if (sa.reqid) index_erase(sa_by_reqid_, sa.reqid, it->first);
-  index_erase(sa_by_addr_, AddrPair{sa.daddr, sa.saddr}, it->first);
+  unindex_sa(it->first, it->second.sa);
   sas_.erase(it);
 }
 

@@ -645,3 +645,20 @@ TEST(XfrmTableFixtures, StrongSwanTransportPoliciesFromTheKernel) {
   EXPECT_EQ(t.find(sa_key(out))->direction, SaDirection::out);
   EXPECT_EQ(t.find(sa_key(out))->direction_source, DirectionSource::policy);
 }
+
+TEST(XfrmTable, RefreshUpdatesInPlace) {
+  XfrmTable t("a");
+  t.load({esp_sa(0x1001, "10.0.0.1", "10.0.0.2", 7)}, {out_policy(1, 7)});
+  const SaEntry* before = t.find(key("10.0.0.2", 0x1001));
+  ASSERT_TRUE(before);
+  const auto old_ctx = t.context(*before);
+  XfrmSa fresh = esp_sa(0x1001, "10.0.0.1", "10.0.0.2", 7);
+  fresh.stats.replay = 3;
+  const SaEntry* after = t.refresh(fresh);
+  EXPECT_EQ(after, before) << "the same entry, updated";
+  EXPECT_EQ(after->sa.stats.replay, 3u);
+  EXPECT_EQ(after->direction, SaDirection::out);
+  EXPECT_NE(t.context(*after), old_ctx) << "a new state, a new context";
+  EXPECT_EQ(old_ctx->sa.stats.replay, 0u) << "records already made keep theirs";
+  EXPECT_FALSE(t.refresh(esp_sa(0x9999)));
+}
