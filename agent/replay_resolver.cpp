@@ -132,8 +132,8 @@ void ReplayResolver::finish(std::unique_ptr<Batch> batch, std::optional<XfrmSa> 
   const std::uint64_t n = batch->events.size();
   if (!fresh) {
     for (auto& e : batch->events) {
-      e.detail["replay_basis"] = "unknown";
-      e.detail["replay_reason"] = "the SA's counters could not be read (it may be gone)";
+      e.replay_basis = ReplayBasis::unknown;
+      e.replay_reason = "the SA's counters could not be read (it may be gone)";
       sink_(e);
     }
     return;
@@ -153,9 +153,9 @@ void ReplayResolver::finish(std::unique_ptr<Batch> batch, std::optional<XfrmSa> 
   for (auto& e : batch->events) {
     const ReplayVerdict v = classify_replay(n, before, after, e.seq, top, window);
     if (v.exact) {
-      e.detail["replay_basis"] = "counter";
+      e.replay_basis = ReplayBasis::counter;
     } else {
-      e.detail["replay_basis"] = "inferred";
+      e.replay_basis = ReplayBasis::inferred;
       e.detail["replay_inference"] = {
           {"method", "sequence number against the current replay window"},
           {"window_top", top},

@@ -406,10 +406,10 @@ void XfrmTracker::on_audit_event(Event e) {
   }
   e.replay_detail.reset();  // replaced by replay_basis
   if (hits.size() != 1 || stopping_) {
-    e.detail["replay_basis"] = "unknown";
-    e.detail["replay_reason"] = hits.empty() ? "no watched SA has this destination and SPI"
-                                : stopping_  ? "the agent is stopping"
-                                             : "more than one watched SA has this destination and SPI";
+    e.replay_basis = ReplayBasis::unknown;
+    e.replay_reason = hits.empty() ? "no watched SA has this destination and SPI"
+                      : stopping_  ? "the agent is stopping"
+                                   : "more than one watched SA has this destination and SPI";
     sink_(e);
     return;
   }

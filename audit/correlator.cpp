@@ -1,6 +1,7 @@
 #include "audit/correlator.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 namespace ipsec {
 
@@ -18,6 +19,18 @@ const char* correlation_name(Correlation c) {
       break;
   }
   return "unmatched";
+}
+
+const char* replay_basis_name(ReplayBasis b) {
+  switch (b) {
+    case ReplayBasis::counter:
+      return "counter";
+    case ReplayBasis::inferred:
+      return "inferred";
+    case ReplayBasis::unknown:
+      break;
+  }
+  return "unknown";
 }
 
 bool ChangeCorrelator::joins(EventKind k) {
@@ -39,13 +52,13 @@ bool same_say(const KernelAuditFields& a, const KernelAuditFields& b) {
 }
 
 // The XFRM message with what the audit record says of who made the change.
-Event merge(Event x, const Event& a, Correlation how) {
+Event merge(Event x, Event&& a, Correlation how) {
   x.kernel = a.kernel;
-  x.audit = a.audit;
+  x.audit = std::move(a.audit);
   if (is_hard_expiry(x) && x.audit) {
     // The kernel's timer deleted the SA; the audit record names whatever
     // task happened to run then, which says nothing about who did it.
-    x.audit = KernelAuditFields{a.audit->op, {}, {}, {}, a.audit->res, {}, {}, {}};
+    x.audit = KernelAuditFields{x.audit->op, {}, {}, {}, x.audit->res, {}, {}, {}};
     x.message += "; the kernel deleted it";
   }
   x.correlation = how;
@@ -54,6 +67,27 @@ Event merge(Event x, const Event& a, Correlation how) {
 }  // namespace
 
 bool ChangeCorrelator::accepts(const Event& e) { return joins(e.kind) || is_hard_expiry(e); }
+
+std::size_t ChangeCorrelator::KeyHash::operator()(const Key& k) const noexcept {
+  // Multiply-xorshift over 64-bit words of what tells changes apart.
+  std::uint64_t h = static_cast<std::uint64_t>(k.kind) * 0x9E3779B97F4A7C15ULL + k.spi.value_or(0);
+  auto mix = [&](std::uint64_t w) {
+    h ^= w + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+  };
+  for (const auto* a : {&k.src, &k.dst}) {
+    if (!*a) {
+      mix(0);
+      continue;
+    }
+    std::uint64_t w[2];
+    std::memcpy(w, (*a)->bytes.data(), sizeof w);
+    mix(w[0] ^ static_cast<std::uint64_t>((*a)->family));
+    mix(w[1]);
+  }
+  return static_cast<std::size_t>(h);
+}
 
 ChangeCorrelator::Key ChangeCorrelator::key_of(const Event& e) {
   const EventKind k = change_kind(e);
@@ -81,7 +115,7 @@ void ChangeCorrelator::decide(const std::vector<std::uint64_t>& ids, std::vector
   }
   for (auto id : ids) at(id).done = true;
   if (xfrm.size() == 1 && audit.size() == 1) {
-    out.push_back(merge(std::move(xfrm[0]->event), audit[0]->event, Correlation::matched));
+    out.push_back(merge(std::move(xfrm[0]->event), std::move(audit[0]->event), Correlation::matched));
     return;
   }
   if (xfrm.empty() || audit.empty()) {
@@ -103,7 +137,7 @@ void ChangeCorrelator::decide(const std::vector<std::uint64_t>& ids, std::vector
     const std::size_t n = std::min(xfrm.size(), audit.size());
     for (std::size_t i = 0; i < xfrm.size(); ++i) {
       if (i < n) {
-        out.push_back(merge(std::move(xfrm[i]->event), audit[i]->event, Correlation::paired));
+        out.push_back(merge(std::move(xfrm[i]->event), std::move(audit[i]->event), Correlation::paired));
       } else {
         xfrm[i]->event.correlation = Correlation::none;
         out.push_back(std::move(xfrm[i]->event));

@@ -18,7 +18,7 @@
 //   several, the audit records differ          -> each XFRM message once, "ambiguous",
 //                                                 with every audit record as a candidate
 // Each change is written once: no audit record of a group is written beside
-// the XFRM messages it may belong to. Keyed: each event costs O(log groups).
+// the XFRM messages it may belong to. Keyed: each event costs O(1).
 // Pure: time is passed in. Single-threaded.
 #pragma once
 
@@ -26,8 +26,8 @@
 #include <compare>
 #include <cstdint>
 #include <deque>
-#include <map>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "audit/event.hpp"
@@ -60,6 +60,9 @@ class ChangeCorrelator {
     friend auto operator<=>(const Key&, const Key&) = default;
     friend bool operator==(const Key&, const Key&) = default;
   };
+  struct KeyHash {
+    std::size_t operator()(const Key& k) const noexcept;
+  };
   struct Pending {
     Event event;
     Clock::time_point at;
@@ -72,7 +75,7 @@ class ChangeCorrelator {
   std::chrono::milliseconds window_;
   std::deque<Pending> pending_;  // arrival order; entry i has id base_ + i
   std::uint64_t base_{0};
-  std::map<Key, std::vector<std::uint64_t>> groups_;  // undecided ids per change, in arrival order
+  std::unordered_map<Key, std::vector<std::uint64_t>, KeyHash> groups_;  // undecided ids per change, in arrival order
 };
 
 }  // namespace ipsec

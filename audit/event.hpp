@@ -86,6 +86,14 @@ struct AuditCandidate {
   KernelAuditFields audit;
 };
 
+// How a replay record was classified 4961 / 4962 (the record's replay_basis).
+enum class ReplayBasis : std::uint8_t {
+  counter,   // the SA's per-SA counters moved by exactly these records
+  inferred,  // the sequence number against the replay window read afterwards
+  unknown,   // no SA counters: see replay_reason
+};
+const char* replay_basis_name(ReplayBasis b);
+
 struct Event {
   EventKind kind{EventKind::kernel_ipsec_event};
   Source source{Source::agent};
@@ -98,6 +106,9 @@ struct Event {
   std::optional<KernelAuditFields> audit;
   // "unknown" until per-SA counters can tell 4961 from 4962.
   std::optional<std::string> replay_detail;
+  // Replay records once the tracker has decided them; the reason when unknown.
+  std::optional<ReplayBasis> replay_basis;
+  std::optional<std::string> replay_reason;
   // The network namespace an XFRM-derived event happened in.
   std::optional<std::string> netns;
   // The SA the event concerns (the record's `sa` object), shared by every
@@ -107,6 +118,9 @@ struct Event {
   // (dst, SPI), and the SAs it was picked from or, on incorrect-spi, the SAs
   // with that (dst, SPI) the kernel did not match.
   SaMatch sa_match{SaMatch::none};
+  // The policy a policy record or an ACQUIRE is about (the record's `policy`
+  // object).
+  std::shared_ptr<const XfrmPolicy> policy;
   std::vector<SaCandidate> sa_candidates;
   // How a kernel audit SAD/SPD record was joined with the XFRM message for the
   // same change (ChangeCorrelator); the audit records it could not tell apart

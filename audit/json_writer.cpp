@@ -60,7 +60,6 @@ void opt_addr(std::string& out, std::string_view k, const std::optional<IpAddres
     out += "null";
 }
 
-
 // ---- the `sa` object (allow-listed fields of XfrmSa, never key material) ----
 
 constexpr std::uint64_t kXfrmInf = ~std::uint64_t{0};  // XFRM_INF: no limit
@@ -90,8 +89,7 @@ void string_member(std::string& out, std::string_view k, std::string_view v) {
   append_json_string(out, v);
 }
 
-void append_limits(std::string& out, std::uint64_t bytes, std::uint64_t packets, std::uint64_t add,
-                   std::uint64_t use) {
+void append_limits(std::string& out, std::uint64_t bytes, std::uint64_t packets, std::uint64_t add, std::uint64_t use) {
   out += "{\"bytes\":";
   if (bytes == kXfrmInf)
     out += "null";
@@ -246,6 +244,45 @@ void append_audit(std::string& out, const KernelAuditFields& a, std::optional<st
     }
     out += '}';
   }
+  out += '}';
+}
+
+void append_policy(std::string& out, const XfrmPolicy& p) {
+  out += '{';
+  first_key(out, "dir");
+  append_json_string(out, policy_dir_name(p.dir));
+  string_member(out, "action", p.action == 0 ? "allow" : "block");
+  uint_member(out, "priority", p.priority);
+  uint_member(out, "index", p.index);
+  string_member(out, "ptype", p.ptype == 0 ? "main" : "sub");
+  key(out, "selector");
+  out += '{';
+  append_selector(out, p.selector);
+  out += '}';
+  key(out, "templates");
+  out += '[';
+  for (std::size_t i = 0; i < p.templates.size(); ++i) {
+    const XfrmTemplate& t = p.templates[i];
+    if (i) out += ',';
+    out += '{';
+    first_key(out, "proto");
+    append_json_string(out, proto_name(t.proto));
+    string_member(out, "mode", mode_name(t.mode));
+    uint_member(out, "reqid", t.reqid);
+    key(out, "optional");
+    out += t.optional ? "true" : "false";
+    if (!t.saddr.is_unspecified()) string_member(out, "src", t.saddr.to_string());
+    if (!t.daddr.is_unspecified()) string_member(out, "dst", t.daddr.to_string());
+    if (t.spi) uint_member(out, "spi", t.spi);
+    out += '}';
+  }
+  out += ']';
+  key(out, "lifetime");
+  out += '{';
+  append_lifetime(out, p.lifetime);
+  out += '}';
+  append_mark(out, p.mark);
+  if_uint(out, "if_id", p.if_id);
   out += '}';
 }
 
@@ -416,6 +453,8 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   key(out, "message");
   append_json_string(out, e.message);
   if_string(out, "replay_detail", e.replay_detail);
+  if (e.replay_basis) string_member(out, "replay_basis", replay_basis_name(*e.replay_basis));
+  if_string(out, "replay_reason", e.replay_reason);
   if_string(out, "netns", e.netns);
   if (e.correlation) string_member(out, "correlation", correlation_name(*e.correlation));
   if (e.sa_match != SaMatch::none) string_member(out, "sa_match", sa_match_name(e.sa_match));
@@ -441,6 +480,10 @@ void JsonWriter::write(const Event& e, std::string& out) const {
       append_audit(out, c.audit, c.kernel ? std::optional<std::uint64_t>(c.kernel->serial) : std::nullopt);
     }
     out += ']';
+  }
+  if (e.policy) {
+    key(out, "policy");
+    append_policy(out, *e.policy);
   }
   if (e.detail.is_object()) {
     for (const auto& [k, v] : e.detail.items()) {

@@ -16,27 +16,9 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::uint64_t kInf = std::numeric_limits<std::uint64_t>::max();  // XFRM_INF
-
-json limit(std::uint64_t v) { return v == kInf ? json(nullptr) : json(v); }
-
-json lifetime_json(const XfrmLifetimeCfg& l) {
-  return {{"soft",
-           {{"bytes", limit(l.soft_byte_limit)},
-            {"packets", limit(l.soft_packet_limit)},
-            {"add_seconds", l.soft_add_expires_seconds},
-            {"use_seconds", l.soft_use_expires_seconds}}},
-          {"hard",
-           {{"bytes", limit(l.hard_byte_limit)},
-            {"packets", limit(l.hard_packet_limit)},
-            {"add_seconds", l.hard_add_expires_seconds},
-            {"use_seconds", l.hard_use_expires_seconds}}}};
-}
-
 std::string default_name(std::uint8_t v) { return v == 1 ? "block" : v == 2 ? "accept" : "unspec"; }
 
 }  // namespace
-
 
 json selector_json(const XfrmSelector& s) {
   json j = {{"src", s.saddr ? json(s.saddr->to_string()) : json(nullptr)},
@@ -50,39 +32,11 @@ json selector_json(const XfrmSelector& s) {
   return j;
 }
 
-json policy_json(const XfrmPolicy& p) {
-  json tmpls = json::array();
-  for (const auto& t : p.templates) {
-    json tj = {
-        {"proto", proto_name(t.proto)}, {"mode", mode_name(t.mode)}, {"reqid", t.reqid}, {"optional", t.optional != 0}};
-    if (!t.saddr.is_unspecified()) tj["src"] = t.saddr.to_string();
-    if (!t.daddr.is_unspecified()) tj["dst"] = t.daddr.to_string();
-    if (t.spi) tj["spi"] = t.spi;
-    tmpls.push_back(std::move(tj));
-  }
-  json j = {{"dir", policy_dir_name(p.dir)},
-            {"action", p.action == 0 ? "allow" : "block"},
-            {"priority", p.priority},
-            {"index", p.index},
-            {"ptype", p.ptype == 0 ? "main" : "sub"},
-            {"selector", selector_json(p.selector)},
-            {"templates", std::move(tmpls)},
-            {"lifetime", lifetime_json(p.lifetime)}};
-  if (p.mark) j["mark"] = {{"value", p.mark->value}, {"mask", p.mark->mask}};
-  if (p.if_id) j["if_id"] = *p.if_id;
-  return j;
-}
-
-
 // ---- identity and template matching ----
 
 SaKey sa_key(const XfrmSa& sa) {
-  return SaKey{sa.daddr,
-               sa.spi,
-               sa.proto,
-               sa.mark ? sa.mark->value : 0,
-               sa.mark ? sa.mark->mask : 0,
-               sa.if_id.value_or(0)};
+  return SaKey{
+      sa.daddr, sa.spi, sa.proto, sa.mark ? sa.mark->value : 0, sa.mark ? sa.mark->mask : 0, sa.if_id.value_or(0)};
 }
 
 SaKey sa_key(const XfrmSaId& id, const std::optional<XfrmMark>& mark, const std::optional<std::uint32_t>& if_id) {
@@ -250,9 +204,9 @@ void XfrmTable::redirect(SaEntry& e) const {
 
 SaEntry& XfrmTable::put_sa(const XfrmSa& sa) {
   const SaKey k = sa_key(sa);
-  auto it = sas_.find(k);
-  if (it != sas_.end()) erase_sa(it);
-  SaEntry& e = sas_[k];
+  auto [it, added] = sas_.try_emplace(k);
+  SaEntry& e = it->second;
+  if (!added) unindex_sa(k, e.sa);  // an update: reqid or source may differ; the entry stays where it is
   e.sa = sa;
   if (sa.spi) index_put(sa_by_spi_, sa.spi, k);
   if (sa.reqid) index_put(sa_by_reqid_, sa.reqid, k);
@@ -262,11 +216,14 @@ SaEntry& XfrmTable::put_sa(const XfrmSa& sa) {
   return e;
 }
 
+void XfrmTable::unindex_sa(const SaKey& k, const XfrmSa& sa) {
+  if (sa.spi) index_erase(sa_by_spi_, sa.spi, k);
+  if (sa.reqid) index_erase(sa_by_reqid_, sa.reqid, k);
+  index_erase(sa_by_addr_, AddrPair{sa.daddr, sa.saddr}, k);
+}
+
 void XfrmTable::erase_sa(std::map<SaKey, SaEntry>::iterator it) {
-  const XfrmSa& sa = it->second.sa;
-  if (sa.spi) index_erase(sa_by_spi_, sa.spi, it->first);
-  if (sa.reqid) index_erase(sa_by_reqid_, sa.reqid, it->first);
-  index_erase(sa_by_addr_, AddrPair{sa.daddr, sa.saddr}, it->first);
+  unindex_sa(it->first, it->second.sa);
   sas_.erase(it);
 }
 
@@ -371,7 +328,7 @@ Event XfrmTable::policy_event(EventKind k, const XfrmPolicy& p, TimePoint now) c
   Event e = base(k, now);
   e.src = p.selector.saddr;
   e.dst = p.selector.daddr;
-  e.detail = {{"policy", policy_json(p)}};
+  e.policy = std::make_shared<const XfrmPolicy>(p);
   return e;
 }
 
@@ -468,11 +425,14 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     out.push_back(std::move(e));
   } else if (const auto* dp = std::get_if<XfrmDelPolicy>(&m)) {
     std::optional<XfrmPolicy> gone = dp->policy;
-    // The kernel names the policy by its index (a DELPOLICY notification
-    // always carries it); by selector only when there is none, and then with
-    // everything else that tells policies apart.
-    auto it = dp->id.index ? policies_.find(PolicyKey{dp->id.index, dp->id.dir}) : policies_.end();
-    if (it == policies_.end() && dp->id.index == 0)
+    // The policy by its index: the id's when the deletion named one, else the
+    // one in XFRMA_POLICY (a deletion by selector gives index 0 in the id and
+    // the whole policy, index included, beside it). By selector only when
+    // neither says, and then with everything else that tells policies apart
+    // (0.0.0.0/0 policies on several xfrm interfaces differ only by if_id).
+    const std::uint32_t index = dp->id.index ? dp->id.index : dp->policy ? dp->policy->index : 0;
+    auto it = index ? policies_.find(PolicyKey{index, dp->id.dir}) : policies_.end();
+    if (it == policies_.end() && index == 0)
       it = std::find_if(policies_.begin(), policies_.end(), [&](const auto& kv) {
         const XfrmPolicy& p = kv.second;
         return p.selector == dp->id.selector && p.dir == dp->id.dir && p.ptype == dp->ptype &&
@@ -509,7 +469,8 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
     e.spi = a->spi;
     e.message = "outbound traffic " + a->saddr.to_string() + " -> " + a->daddr.to_string() + " needs an " +
                 proto_name(a->proto) + " SA that does not exist (ACQUIRE)" + ns_text(netns_);
-    e.detail = {{"policy", policy_json(a->policy)}, {"selector", selector_json(a->selector)}, {"acquire_seq", a->seq}};
+    e.policy = std::make_shared<const XfrmPolicy>(a->policy);
+    e.detail = {{"selector", selector_json(a->selector)}, {"acquire_seq", a->seq}};
     out.push_back(std::move(e));
   } else if (const auto* mp = std::get_if<XfrmMapping>(&m)) {
     Event e = base(EventKind::nat_mapping_changed, now);

@@ -87,7 +87,8 @@ class XfrmTable {
   std::vector<Event> resync(std::vector<XfrmSa> sas, std::vector<XfrmPolicy> policies, TimePoint now);
   // Applies one multicast message; returns the records it means (0..n).
   std::vector<Event> apply(const XfrmMessage& m, TimePoint now);
-  // Fresh per-SA values (a GETSA reply): replaces the entry, keeps direction.
+  // Fresh per-SA values (a GETSA reply): updates the entry in place (pointers
+  // to it stay valid), keeps its direction.
   const SaEntry* refresh(const XfrmSa& sa);
 
   const SaEntry* find(const SaKey& k) const;
@@ -106,6 +107,7 @@ class XfrmTable {
   using AddrPair = std::pair<IpAddress, IpAddress>;  // (dst, src)
   SaEntry& put_sa(const XfrmSa& sa);
   void erase_sa(std::map<SaKey, SaEntry>::iterator it);
+  void unindex_sa(const SaKey& k, const XfrmSa& sa);
   void put_policy(const XfrmPolicy& p);
   void erase_policy(std::map<PolicyKey, XfrmPolicy>::iterator it);
   // Re-derives the direction of every SA that `p`'s templates can match.
@@ -135,7 +137,7 @@ class XfrmTable {
   std::set<PolicyKey> tmpl_wild_;
 };
 
+// The selector of an ACQUIRE record.
 nlohmann::json selector_json(const XfrmSelector& s);
-nlohmann::json policy_json(const XfrmPolicy& p);
 
 }  // namespace ipsec

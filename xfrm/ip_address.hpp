@@ -4,7 +4,9 @@
 #pragma once
 
 #include <array>
+#include <compare>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,8 +24,15 @@ struct IpAddress {
   static IpAddress from_v6(const void* sixteen_bytes);
   std::string to_string() const;
   bool is_unspecified() const;
-  friend bool operator==(const IpAddress&, const IpAddress&) = default;
-  friend auto operator<=>(const IpAddress&, const IpAddress&) = default;
+  friend bool operator==(const IpAddress& a, const IpAddress& b) {
+    return a.family == b.family && std::memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
+  }
+  // Family, then the bytes as unsigned (what a defaulted <=> gives), in one
+  // memcmp: addresses are map keys on the per-change path.
+  friend std::strong_ordering operator<=>(const IpAddress& a, const IpAddress& b) {
+    if (a.family != b.family) return a.family <=> b.family;
+    return std::memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) <=> 0;
+  }
 };
 
 const char* family_name(Family f);

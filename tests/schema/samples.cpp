@@ -38,6 +38,21 @@ int main() {
   x.selector.dport = 500;
   const auto sa = std::make_shared<const SaContext>(
       SaContext{x, "vpn", SaDirection::unknown, DirectionSource::none, DirectionPending::no_policy});
+  XfrmPolicy pol;
+  pol.dir = 1;
+  pol.index = 0x109;
+  pol.selector = x.selector;
+  XfrmTemplate tm;
+  tm.proto = 50;
+  tm.mode = 1;
+  tm.reqid = 3;
+  tm.spi = 0x1001;
+  tm.saddr = x.saddr;
+  tm.daddr = x.daddr;
+  pol.templates = {tm};
+  pol.mark = x.mark;
+  pol.if_id = 7;
+  const auto policy = std::make_shared<const XfrmPolicy>(pol);
   for (std::size_t i = 0; i < kEventKindCount; ++i) {
     Event full = event_from_ipsec_audit(*rec, std::chrono::system_clock::now());
     Event bare;
@@ -64,6 +79,12 @@ int main() {
         sa, full.kind == EventKind::incorrect_spi ? CandidateReason::other_mark_or_netns : CandidateReason::none}};
     if (full.kind != EventKind::incorrect_spi) full.sa_match = SaMatch::ambiguous;
     full.correlation = static_cast<Correlation>(i % 5);
+    full.policy = policy;
+    if (full.kind == EventKind::replay_check_failed) {
+      full.replay_basis = ReplayBasis::unknown;
+      full.replay_reason = "no watched SA has this destination and SPI";
+    }
+    if (full.kind == EventKind::replay_sequence_too_low) full.replay_basis = ReplayBasis::counter;
     if (full.audit) full.audit_candidates = {AuditCandidate{full.kernel, *full.audit}};
     for (const Event* e : {&full, &bare}) {
       line.clear();

@@ -87,3 +87,18 @@ TEST(JsonWriter, Rfc3339BeforeEpochAndRounding) {
   append_rfc3339(s, std::chrono::system_clock::time_point(std::chrono::nanoseconds(-1)));
   EXPECT_EQ(s, "1969-12-31T23:59:59.999999999Z");
 }
+
+TEST(JsonWriter, ReplayBasisAndCorrelationAreWrittenByName) {
+  Event e = from("audit(1795394826.304:15): op=SA-replayed-pkt src=10.0.0.1 dst=10.0.0.2 spi=4097(0x1001) seqno=4");
+  e.replay_basis = ReplayBasis::inferred;
+  auto j = render(e);
+  EXPECT_EQ(j["replay_basis"], "inferred");
+  EXPECT_FALSE(j.contains("replay_reason"));
+  e.replay_basis = ReplayBasis::unknown;
+  e.replay_reason = "the agent is stopping";
+  e.correlation = Correlation::paired;
+  j = render(e);
+  EXPECT_EQ(j["replay_basis"], "unknown");
+  EXPECT_EQ(j["replay_reason"], "the agent is stopping");
+  EXPECT_EQ(j["correlation"], "paired");
+}

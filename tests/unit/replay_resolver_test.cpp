@@ -52,7 +52,7 @@ TEST(ReplayResolver, GoneNamespaceGivesUnknownBasisNeverAGuess) {
   f.io.run();
   ASSERT_EQ(f.out.size(), 2u);
   for (const auto& e : f.out) {
-    EXPECT_EQ(e.detail["replay_basis"], "unknown");
+    EXPECT_EQ(e.replay_basis, ReplayBasis::unknown);
     EXPECT_EQ(e.kind, EventKind::replay_check_failed);
   }
   EXPECT_EQ(f.getsa, 0u);
@@ -71,7 +71,7 @@ TEST(ReplayResolver, FlushDecidesWhatIsHeldThenCallsDone) {
   g.r.flush([&] { done2 = true; });
   EXPECT_TRUE(done2);
   ASSERT_EQ(g.out.size(), 1u);
-  EXPECT_EQ(g.out[0].detail["replay_basis"], "unknown");
+  EXPECT_EQ(g.out[0].replay_basis, ReplayBasis::unknown);
 }
 
 TEST(ReplayResolver, AbandonDecidesEverythingNow) {
@@ -100,7 +100,7 @@ TEST(ReplayResolver, RefusedGetsaGivesUnknownBasis) {
     f.r.add(replay_event(4), ReplayResolver::Source{&f, name, *rq}, some_sa());
     f.io.run();
     ASSERT_EQ(f.out.size(), 1u);
-    EXPECT_EQ(f.out[0].detail["replay_basis"], "unknown");
+    EXPECT_EQ(f.out[0].replay_basis, ReplayBasis::unknown);
     EXPECT_EQ(f.getsa, 1u);
     EXPECT_EQ(f.refreshed, 0);
   }

@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
+
+#include "xfrm/netlink_message.hpp"
 
 #include "audit/json_writer.hpp"
 #include "audit/sa_match.hpp"
@@ -141,7 +145,7 @@ TEST(XfrmTable, PolicyDeleteBySelectorAndDefaults) {
   d.id.dir = 1;
   auto ev = t.apply(d, kNow);
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].detail["policy"]["index"], 1) << "found by selector, reported in full";
+  EXPECT_EQ(record(ev[0])["policy"]["index"], 1) << "found by selector, reported in full";
   EXPECT_EQ(t.policy_count(), 0u);
 
   ev = t.apply(XfrmPolicyDefault{kXfrmMsgGetDefault, 1, 2, 2}, kNow);
@@ -160,8 +164,8 @@ TEST(XfrmTable, ResyncEmitsOnlyWhatWasMissed) {
     EXPECT_TRUE(e.detail["resync"].get<bool>());
     sa_add += e.kind == EventKind::sa_added && *e.spi == 3;
     sa_del += e.kind == EventKind::sa_deleted && *e.spi == 1;
-    pol_add += e.kind == EventKind::policy_added && e.detail["policy"]["index"] == 17;
-    pol_del += e.kind == EventKind::policy_deleted && e.detail["policy"]["index"] == 1;
+    pol_add += e.kind == EventKind::policy_added && record(e)["policy"]["index"] == 17;
+    pol_del += e.kind == EventKind::policy_deleted && record(e)["policy"]["index"] == 1;
   }
   EXPECT_EQ(ev.size(), 4u);
   EXPECT_EQ(sa_add + sa_del + pol_add + pol_del, 4);
@@ -229,7 +233,7 @@ TEST(XfrmTable, AcquireRecord) {
   auto ev = t.apply(q, kNow);
   ASSERT_EQ(ev.size(), 1u);
   EXPECT_EQ(ev[0].kind, EventKind::acquire);
-  EXPECT_EQ(ev[0].detail["policy"]["templates"][0]["reqid"], 66);
+  EXPECT_EQ(record(ev[0])["policy"]["templates"][0]["reqid"], 66);
   EXPECT_EQ(*ev[0].spi, 0u);
 }
 
@@ -318,8 +322,8 @@ TEST(XfrmTableIdentity, WildcardPoliciesDifferByIfId) {
   d.if_id = 8;
   auto ev = t.apply(d, kNow);
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].detail["policy"]["if_id"], 8);
-  EXPECT_EQ(ev[0].detail["policy"]["index"], 0x109);
+  EXPECT_EQ(record(ev[0])["policy"]["if_id"], 8);
+  EXPECT_EQ(record(ev[0])["policy"]["index"], 0x109);
   ASSERT_EQ(t.policy_count(), 1u);
   EXPECT_TRUE(t.find_policy(PolicyKey{0x101, 1}));
 
@@ -329,7 +333,7 @@ TEST(XfrmTableIdentity, WildcardPoliciesDifferByIfId) {
   byidx.id.index = 0x101;
   ev = t.apply(byidx, kNow);
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].detail["policy"]["if_id"], 7);
+  EXPECT_EQ(record(ev[0])["policy"]["if_id"], 7);
   EXPECT_EQ(t.policy_count(), 0u);
 }
 
@@ -573,4 +577,88 @@ TEST(XfrmTableIndexes, DirectionsEqualABruteForceScanThroughRandomChanges) {
           ASSERT_EQ(t.context(*s)->direction, s->direction);
         }
   }
+}
+
+// ---- from live captures (tests/fixtures/xfrm, capture.sh) ----
+
+namespace {
+std::vector<XfrmMessage> fixture_messages(const std::string& name) {
+  std::ifstream in(std::string(FIXTURE_DIR) + "/xfrm/" + name, std::ios::binary);
+  const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<XfrmMessage> out;
+  auto walk = for_each_netlink_message(Bytes(bytes), [&](const NetlinkMessage& m) {
+    auto p = parse_xfrm_message(m);
+    EXPECT_TRUE(p) << name << ": " << p.error().message;
+    if (p) out.push_back(std::move(*p));
+    return true;
+  });
+  EXPECT_TRUE(walk) << name;
+  return out;
+}
+}  // namespace
+
+// The kernel's DELPOLICY for `ip xfrm policy delete ... if_id 8` names no
+// index in its id (0): the if_id 7 policy with the same selector must stay.
+TEST(XfrmTableFixtures, DeletingOneOfTwoWildcardPoliciesByIfId) {
+  const auto msgs = fixture_messages("policy-ifid-wildcard.bin");
+  ASSERT_EQ(msgs.size(), 3u);
+  ASSERT_TRUE(std::holds_alternative<XfrmDelPolicy>(msgs[2]));
+  EXPECT_EQ(std::get<XfrmDelPolicy>(msgs[2]).id.index, 0u) << "what the kernel sends";
+  XfrmTable t("a");
+  std::vector<Event> ev;
+  for (const auto& m : msgs)
+    for (auto& e : t.apply(m, kNow)) ev.push_back(std::move(e));
+  ASSERT_EQ(ev.size(), 3u);
+  const auto idx7 = record(ev[0])["policy"]["index"].get<std::uint32_t>();
+  const auto idx8 = record(ev[1])["policy"]["index"].get<std::uint32_t>();
+  EXPECT_EQ(record(ev[2])["policy"]["if_id"], 8);
+  EXPECT_EQ(record(ev[2])["policy"]["index"], idx8);
+  ASSERT_EQ(t.policy_count(), 1u);
+  EXPECT_TRUE(t.find_policy(PolicyKey{idx7, 1})) << "the if_id 7 policy is still there";
+  EXPECT_FALSE(t.find_policy(PolicyKey{idx8, 1}));
+  // What is left still gives its own tunnel's SA its direction, and only that one.
+  XfrmSa sa7 = esp_sa(0x7001, "192.0.2.1", "192.0.2.7");
+  sa7.mode = 1;
+  sa7.if_id = 7;
+  XfrmSa sa8 = esp_sa(0x8001, "192.0.2.1", "192.0.2.8");
+  sa8.mode = 1;
+  sa8.if_id = 8;
+  t.apply(XfrmNewSa{kXfrmMsgNewSa, sa7}, kNow);
+  t.apply(XfrmNewSa{kXfrmMsgNewSa, sa8}, kNow);
+  EXPECT_EQ(t.find(sa_key(sa7))->direction, SaDirection::out);
+  EXPECT_EQ(t.find(sa_key(sa8))->direction, SaDirection::unknown);
+}
+
+// strongSwan's transport policies as the kernel reports them (template
+// addresses 0.0.0.0, one reqid, the SPI on the outbound template), after
+// its SAs: each SA gets its direction.
+TEST(XfrmTableFixtures, StrongSwanTransportPoliciesFromTheKernel) {
+  const auto msgs = fixture_messages("policy-swan-transport.bin");
+  ASSERT_EQ(msgs.size(), 2u);
+  XfrmTable t("a");
+  const XfrmSa in = esp_sa(0xc1000001, "198.51.100.2", "198.51.100.1", 1);
+  const XfrmSa out = esp_sa(0xc2000002, "198.51.100.1", "198.51.100.2", 1);
+  t.load({in, out}, {});
+  EXPECT_EQ(t.find(sa_key(in))->direction_pending, DirectionPending::no_policy);
+  for (const auto& m : msgs) t.apply(m, kNow);
+  EXPECT_EQ(t.find(sa_key(in))->direction, SaDirection::in);
+  EXPECT_EQ(t.find(sa_key(out))->direction, SaDirection::out);
+  EXPECT_EQ(t.find(sa_key(out))->direction_source, DirectionSource::policy);
+}
+
+TEST(XfrmTable, RefreshUpdatesInPlace) {
+  XfrmTable t("a");
+  t.load({esp_sa(0x1001, "10.0.0.1", "10.0.0.2", 7)}, {out_policy(1, 7)});
+  const SaEntry* before = t.find(key("10.0.0.2", 0x1001));
+  ASSERT_TRUE(before);
+  const auto old_ctx = t.context(*before);
+  XfrmSa fresh = esp_sa(0x1001, "10.0.0.1", "10.0.0.2", 7);
+  fresh.stats.replay = 3;
+  const SaEntry* after = t.refresh(fresh);
+  EXPECT_EQ(after, before) << "the same entry, updated";
+  EXPECT_EQ(after->sa.stats.replay, 3u);
+  EXPECT_EQ(after->direction, SaDirection::out);
+  EXPECT_NE(t.context(*after), old_ctx) << "a new state, a new context";
+  EXPECT_EQ(old_ctx->sa.stats.replay, 0u) << "records already made keep theirs";
+  EXPECT_FALSE(t.refresh(esp_sa(0x9999)));
 }
