@@ -15,14 +15,28 @@ nlohmann::json sink_json(const Sink& s) {
   return j;
 }
 
+nlohmann::json kind_counts_json(const KindCounts& k) {
+  return {{"written", k.written}, {"suppressed", k.suppressed}};
+}
+
+nlohmann::json by_kind_json(const PipelineStats& s) {
+  nlohmann::json j = nlohmann::json::object();
+  for (std::size_t i = 0; i < kEventKindCount; ++i)
+    j[std::string(catalogue(static_cast<EventKind>(i)).name)] = kind_counts_json(s.by_kind[i]);
+  return j;
+}
+
 void Pipeline::submit(const Event& e) {
   ++stats_.submitted;
   const auto& c = catalogue(e.kind);
+  auto& counts = stats_.by_kind[static_cast<std::size_t>(e.kind)];
   if (!c.always_written && !policy_.allows(c.audit_class)) {
     ++stats_.suppressed;
+    ++counts.suppressed;
     return;
   }
-  ++stats_.by_kind[static_cast<std::size_t>(e.kind)];
+  ++stats_.written;
+  ++counts.written;
   line_.clear();
   writer_.write(e, line_);
   for (auto& s : sinks_) s->write_event(e, line_);

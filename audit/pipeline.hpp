@@ -20,11 +20,24 @@
 
 namespace ipsec {
 
+// What happened to the records of one event kind. Add counters here (and to
+// kind_counts_json) as the pipeline learns new fates for a record.
+struct KindCounts {
+  std::uint64_t written{0};     // handed to the sinks
+  std::uint64_t suppressed{0};  // switched off by the audit policy
+};
+
 struct PipelineStats {
   std::uint64_t submitted{0};
+  std::uint64_t written{0};
   std::uint64_t suppressed{0};  // switched off by the audit policy
-  std::array<std::uint64_t, kEventKindCount> by_kind{};
+  std::array<KindCounts, kEventKindCount> by_kind{};
 };
+
+// {"written": n, "suppressed": n}
+nlohmann::json kind_counts_json(const KindCounts& k);
+// {"<event name>": kind_counts_json, ...} for every kind.
+nlohmann::json by_kind_json(const PipelineStats& s);
 
 class Pipeline {
  public:
