@@ -10,6 +10,7 @@
 #include "agent/netns_watch.hpp"
 #include "agent/privileges.hpp"
 #include "audit/catalogue.hpp"
+#include "audit/json_writer.hpp"
 
 namespace ipsec {
 
@@ -26,6 +27,7 @@ constexpr std::chrono::seconds kOutputCheck{1};
 
 Daemon::Daemon(Options opts, Loader reload)
     : opts_(std::move(opts)),
+      policy_store_(opts_.state_dir),
       loader_(std::move(reload)),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       output_timer_(io_),
@@ -108,6 +110,7 @@ void Daemon::reload() {
   if (next->receive_buffer_bytes != opts_.receive_buffer_bytes) restart.emplace_back("receive_buffer_bytes");
   if (next->state_dir != opts_.state_dir) restart.emplace_back("state_dir");
   if (next->control_socket != opts_.control_socket) restart.emplace_back("control_socket");
+  if (next->control_group != opts_.control_group) restart.emplace_back("control_group");
   std::string msg = "config " + path + " reloaded";
   if (!restart.empty()) {
     msg += "; these settings changed but take effect only after a restart:";
@@ -126,6 +129,245 @@ void Daemon::agent_event(EventKind kind, std::string message, nlohmann::json det
   e.message = std::move(message);
   e.detail = std::move(detail);
   pipeline_->submit(e);
+}
+
+void Daemon::policy_event(const AuditPolicy& before, const AuditPolicy& now, std::string cause, std::string message,
+                          nlohmann::json changed_by, std::string error) {
+  Event e;
+  e.kind = EventKind::audit_policy_changed;
+  e.source = Source::agent;
+  e.time = std::chrono::system_clock::now();
+  e.message = std::move(message);
+  e.detail = {{"cause", std::move(cause)},
+              {"old", policy_json(before)},
+              {"new", policy_json(now)},
+              {"policy_file", policy_store_.path()}};
+  if (!changed_by.is_null()) e.detail["changed_by"] = std::move(changed_by);
+  if (!error.empty()) e.detail["error"] = std::move(error);
+  // Before service-started: held until it is written, so that it comes first.
+  if (started_)
+    pipeline_->submit(e);
+  else
+    deferred_.push_back(std::move(e));
+}
+
+void Daemon::load_policy(bool at_start) {
+  const AuditPolicy cur = pipeline_->policy();
+  const auto l = policy_store_.load();
+  switch (l.state) {
+    case PolicyLoad::State::loaded:
+      if (at_start)
+        log(LogLevel::info, "audit policy: " + std::string(policy_label(l.policy)) + " (" + policy_store_.path() + ")");
+      if (l.policy != cur) {
+        pipeline_->set_policy(l.policy);
+        if (!at_start) {
+          const std::string msg = "audit policy changed from " + std::string(policy_label(cur)) + " to " +
+                                  std::string(policy_label(l.policy)) + ": " + policy_store_.path() +
+                                  " was changed on disk (read on SIGHUP)";
+          log(LogLevel::info, msg);
+          policy_event(cur, l.policy, "policy-file-changed", msg);
+        }
+      }
+      return;
+    case PolicyLoad::State::missing: {
+      const AuditPolicy def{};
+      if (auto w = policy_store_.save(def); !w)
+        log(LogLevel::warning, "no audit policy file, and the default cannot be written: " + w.error().message);
+      else
+        log(LogLevel::info, "no audit policy file: the default, Success and Failure, written to " + policy_store_.path());
+      if (def != cur) {
+        pipeline_->set_policy(def);
+        const std::string msg = "audit policy changed from " + std::string(policy_label(cur)) +
+                                " to Success and Failure: " + policy_store_.path() + " was removed (the default)";
+        log(LogLevel::info, msg);
+        policy_event(cur, def, "policy-file-missing", msg);
+      }
+      return;
+    }
+    case PolicyLoad::State::rejected: {
+      const std::string msg = "audit policy file rejected, the " + std::string(at_start ? "default" : "running") +
+                              " policy (" + std::string(policy_label(cur)) + ") stays: " + l.error;
+      log(LogLevel::warning, msg);
+      policy_event(cur, cur, "policy-file-rejected", msg, nullptr, l.error);
+      return;
+    }
+  }
+}
+
+void Daemon::start_control() {
+  ControlServer::Config c;
+  c.path = opts_.control_socket;
+  c.group = opts_.control_group;
+  control_ = std::make_unique<ControlServer>(
+      io_, c, [this](const ControlRequest& r, const ControlPeer& p) { return on_control(r, p); });
+  if (auto r = control_->start(); !r) {
+    control_.reset();
+    control_state_ = {{"status", "failed"}, {"socket", opts_.control_socket}, {"error", r.error().message}};
+    log(LogLevel::error, "control socket: " + r.error().message + "; auditing continues without it");
+    return;
+  }
+  control_state_ = {{"status", "listening"},
+                    {"socket", opts_.control_socket},
+                    {"group", opts_.control_group.empty() ? nlohmann::json(nullptr) : nlohmann::json(opts_.control_group)}};
+}
+
+ControlReply Daemon::on_control(const ControlRequest& r, const ControlPeer& peer) {
+  const AuditPolicy cur = pipeline_->policy();
+  switch (r.cmd) {
+    case ControlCommand::get: {
+      ControlReply rep;
+      rep.result = {{"policy", policy_json(cur)}};
+      return rep;
+    }
+    case ControlCommand::set: {
+      if (!peer.may_change)
+        return ControlReply::error(ControlErrorCode::refused,
+                                   "changing the audit policy needs uid 0" +
+                                       (opts_.control_group.empty() ? std::string()
+                                                                    : " or membership of group " + opts_.control_group) +
+                                       " (you are uid " + std::to_string(peer.uid) + ")");
+      AuditPolicy next = cur;
+      if (r.success) next.success = *r.success;
+      if (r.failure) next.failure = *r.failure;
+      ControlReply rep;
+      if (next == cur) {
+        rep.result = {{"policy", policy_json(cur)}, {"changed", false}};
+        return rep;
+      }
+      if (auto w = policy_store_.save(next); !w) {
+        log(LogLevel::warning, "audit policy not changed, it cannot be saved: " + w.error().message);
+        return ControlReply::error(ControlErrorCode::internal,
+                                   "the audit policy was not changed: it cannot be saved: " + w.error().message);
+      }
+      pipeline_->set_policy(next);
+      const std::string msg = "audit policy changed from " + std::string(policy_label(cur)) + " to " +
+                              std::string(policy_label(next)) + " by uid " + std::to_string(peer.uid) + " (" +
+                              (peer.comm.empty() ? std::string("?") : printable(peer.comm)) + ", pid " +
+                              std::to_string(peer.pid) + ")";
+      log(LogLevel::info, msg);
+      policy_event(cur, next, "control-socket", msg, peer.json());
+      rep.result = {{"policy", policy_json(next)}, {"previous", policy_json(cur)}, {"changed", true}};
+      return rep;
+    }
+    case ControlCommand::status: {
+      ControlReply rep;
+      rep.result = status_json();
+      return rep;
+    }
+    case ControlCommand::check: {
+      ControlReply rep;
+      rep.result = check_json();
+      return rep;
+    }
+  }
+  return ControlReply::error(ControlErrorCode::internal, "unknown command");
+}
+
+nlohmann::json Daemon::status_json() const {
+  std::string started;
+  append_rfc3339(started, started_at_);
+  nlohmann::json netns = nlohmann::json::array();
+  std::size_t sas = 0, policies = 0;
+  nlohmann::json missing = nlohmann::json::array();
+  if (xfrm_) {
+    for (const auto& w : xfrm_->watched_netns())
+      netns.push_back({{"spec", w.spec}, {"label", w.label}, {"ready", w.ready}});
+    sas = xfrm_->sa_count();
+    policies = xfrm_->policy_count();
+    missing = xfrm_->missing();
+  }
+  nlohmann::json ka_src = {{"subscribed", audit_ && audit_->subscribed()}};
+  nlohmann::json lost = {{"kernel_audit_lost", 0}, {"kernel_audit_overruns", 0}, {"xfrm_overruns", 0}};
+  if (audit_) {
+    const auto& st = audit_->stats();
+    ka_src["ipsec_records"] = st.ipsec_records;
+    ka_src["parse_errors"] = st.parse_errors;
+    lost["kernel_audit_lost"] = st.kernel_lost;
+    lost["kernel_audit_overruns"] = st.overruns;
+  }
+  if (xfrm_) lost["xfrm_overruns"] = xfrm_->stats().overruns;
+  std::uint64_t output_lost = 0;
+  nlohmann::json sinks = nlohmann::json::array();
+  for (const auto& sk : pipeline_->sinks()) {
+    sinks.push_back(sink_json(*sk));
+    output_lost += sk->stats().failed;
+  }
+  lost["output_records_lost"] = output_lost;
+  const auto& ps = pipeline_->stats();
+  nlohmann::json control = control_state_;
+  if (control_) control["clients"] = control_->clients();
+  return {{"started_at", started},
+          {"version", IPSEC_AUDIT_VERSION},
+          {"pid", ::getpid()},
+          {"policy", policy_json(pipeline_->policy())},
+          {"sources",
+           {{"kernel_audit", std::move(ka_src)},
+            {"xfrm",
+             {{"netns_watched", std::move(netns)},
+              {"netns_missing", std::move(missing)},
+              {"sas", sas},
+              {"policies", policies},
+              {"aevents", opts_.xfrm_aevents}}}}},
+          {"kernel_audit", kernel_audit_detail()},
+          {"records",
+           {{"submitted", ps.submitted},
+            {"written", ps.written},
+            {"suppressed", ps.suppressed},
+            {"by_event", by_kind_json(ps)}}},
+          {"events_lost", std::move(lost)},
+          {"sinks", std::move(sinks)},
+          {"control", std::move(control)}};
+}
+
+nlohmann::json Daemon::check_json() const {
+  nlohmann::json conds = nlohmann::json::array();
+  bool all = true;
+  auto cond = [&](const char* name, bool pass, std::string detail) {
+    all = all && pass;
+    conds.push_back({{"name", name}, {"pass", pass}, {"detail", std::move(detail)}});
+  };
+  const AuditPolicy p = pipeline_->policy();
+  cond("policy", p.success && p.failure,
+       "IPsec Driver: " + std::string(policy_label(p)) +
+           (p.success && p.failure ? "" : " (CIS 17.9.1 wants Success and Failure: ipsec-auditctl enable)"));
+  cond("agent", true, "ipsec-auditd " IPSEC_AUDIT_VERSION " answers (pid " + std::to_string(::getpid()) + ")");
+  const auto& st = audit_ ? audit_->status() : std::optional<AuditStatus>{};
+  if (!st)
+    cond("kernel-audit", false,
+         "kernel audit status unknown (status polling is off or not permitted): cannot tell it is enabled");
+  else
+    cond("kernel-audit", st->enabled != 0,
+         "kernel audit enabled=" + std::to_string(st->enabled) +
+             (st->enabled != 0 ? "" : " (no IPsec packet records: auditctl -e 1, or kernel_audit.enable in the config)"));
+  // Every configured source: the kernel audit group joined, every
+  // configured network namespace watched with its first dump in.
+  std::vector<std::string> bad;
+  if (!audit_ || !audit_->subscribed()) bad.emplace_back("kernel audit multicast group not joined");
+  std::vector<XfrmTracker::WatchedNetns> watched;
+  if (xfrm_) watched = xfrm_->watched_netns();
+  std::string ok_list;
+  for (const auto& spec : opts_.netns) {
+    const std::string want = spec == "all" ? "" : spec;
+    bool found = false;
+    for (const auto& w : watched)
+      if (w.spec == want && w.ready) found = true;
+    const std::string shown = want.empty() ? "(own)" : want;
+    if (found)
+      ok_list += (ok_list.empty() ? "" : ", ") + shown;
+    else
+      bad.push_back("netns " + shown + " not watched");
+  }
+  if (xfrm_)
+    for (const auto& m : xfrm_->missing()) bad.push_back("netns " + m + " not there");
+  std::string detail;
+  if (bad.empty()) {
+    detail = "kernel audit joined; netns watched: " + ok_list;
+  } else {
+    for (const auto& b : bad) detail += (detail.empty() ? "" : "; ") + b;
+  }
+  cond("sources", bad.empty(), detail);
+  return {{"compliant", all}, {"benchmark", "CIS 17.9.1: Audit IPsec Driver is Success and Failure"},
+          {"conditions", std::move(conds)}};
 }
 
 nlohmann::json Daemon::kernel_audit_detail() const {
@@ -150,6 +392,7 @@ void Daemon::stop_sources(std::function<void()> done) {
 
 void Daemon::critical(const std::string& why) {
   log(LogLevel::error, why);
+  if (control_) control_->stop();
   if (audit_) audit_->stop();
   if (xfrm_) xfrm_->abandon();
   agent_event(EventKind::critical_failure, "critical failure, the agent stops: " + why);
@@ -163,9 +406,11 @@ void Daemon::on_signal(int signo) {
     if (loader_ && opts_.config_path) {
       sd_notify(0, "RELOADING=1");
       reload();
+      load_policy(false);
       sd_notify(0, "READY=1");
     } else {
       for (const auto& err : pipeline_->reopen()) log(LogLevel::warning, "reopen failed: " + err);
+      load_policy(false);
     }
     arm_signals();
     return;
@@ -173,6 +418,7 @@ void Daemon::on_signal(int signo) {
   sd_notify(0, "STOPPING=1");
   output_timer_.cancel();
   watchdog_timer_.cancel();
+  if (control_) control_->stop();
   // 5479 comes last: after what the sockets had queued is written, and after
   // the kernel has answered what that needed (or not, within its deadline).
   stop_sources([this, signo] { write_stopped(signo); });
@@ -198,7 +444,9 @@ void Daemon::write_stopped(int signo) {
   nlohmann::json outs = nlohmann::json::array();
   for (const auto& sk : pipeline_->sinks()) outs.push_back(sink_json(*sk));
   d["outputs"] = std::move(outs);
-  d["records"] = {{"submitted", pipeline_->stats().submitted}, {"suppressed", pipeline_->stats().suppressed}};
+  d["records"] = {{"submitted", pipeline_->stats().submitted},
+                  {"written", pipeline_->stats().written},
+                  {"suppressed", pipeline_->stats().suppressed}};
   agent_event(EventKind::service_stopped, "IPsec audit stopped", std::move(d));
   io_.stop();
 }
@@ -218,6 +466,9 @@ int Daemon::run() {
   std::error_code ec;
   std::filesystem::create_directories(opts_.state_dir, ec);
   if (ec) log(LogLevel::warning, "cannot create state directory " + opts_.state_dir + ": " + ec.message());
+  started_at_ = std::chrono::system_clock::now();
+  // Before any source runs: no record is judged by a policy not yet read.
+  load_policy(true);
 
   XfrmTracker::Config xcfg;
   xcfg.netns = opts_.netns;
@@ -258,6 +509,10 @@ int Daemon::run() {
 
   arm_signals();
 
+  // The control socket before the capabilities go (a chgrp to the control
+  // group needs CAP_CHOWN when the agent is not a member of it).
+  start_control();
+
   // Everything that needs privilege is open: keep only what runs on.
   const auto want = required_capabilities(opts_);
   auto dropped = drop_privileges(want);
@@ -297,7 +552,17 @@ int Daemon::run() {
                {"capabilities", capabilities_},
                {"kernel_audit", kernel_audit_detail()},
                {"agent_netns", agent_netns},
-               {"xfrm", std::move(xd)}});
+               {"xfrm", std::move(xd)},
+               {"audit_policy", policy_json(pipeline_->policy())},
+               {"control", control_state_}});
+  started_ = true;
+  if (!control_)
+    agent_event(EventKind::control_server_failed,
+                "the control server cannot be set up, auditing continues without it (ipsec-auditctl gets no answer): " +
+                    control_state_.value("error", std::string()),
+                {{"control", control_state_}});
+  for (auto& e : deferred_) pipeline_->submit(e);
+  deferred_.clear();
   audit_->report_start_state();
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");

@@ -10,8 +10,10 @@
 #include <memory>
 #include <string>
 
+#include "agent/control_server.hpp"
 #include "agent/kernel_audit_source.hpp"
 #include "agent/options.hpp"
+#include "agent/policy_store.hpp"
 #include "agent/xfrm_tracker.hpp"
 #include "audit/pipeline.hpp"
 
@@ -37,8 +39,18 @@ class Daemon {
   nlohmann::json kernel_audit_detail() const;
   void stop_sources(std::function<void()> done);
   void write_stopped(int signo);
+  // The audit policy file, at start (records wait for service-started) and
+  // on SIGHUP: applied if good, the running policy kept if not.
+  void load_policy(bool at_start);
+  void policy_event(const AuditPolicy& before, const AuditPolicy& now, std::string cause, std::string message,
+                    nlohmann::json changed_by = nullptr, std::string error = {});
+  void start_control();
+  ControlReply on_control(const ControlRequest& r, const ControlPeer& peer);
+  nlohmann::json status_json() const;
+  nlohmann::json check_json() const;
 
   Options opts_;
+  PolicyStore policy_store_;
   Loader loader_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
@@ -48,6 +60,11 @@ class Daemon {
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<XfrmTracker> xfrm_;
   std::unique_ptr<KernelAuditSource> audit_;
+  std::unique_ptr<ControlServer> control_;
+  nlohmann::json control_state_;  // {"status": "listening"|"failed", ...}
+  std::chrono::system_clock::time_point started_at_;
+  bool started_{false};          // service-started is written
+  std::vector<Event> deferred_;  // agent records made before it
   int exit_code_{0};
 };
 

@@ -80,6 +80,8 @@ class KernelAuditSource {
   void stop();
 
   const std::optional<AuditStatus>& status() const { return status_; }
+  // Joined to the kernel audit multicast group (and not stopped).
+  bool subscribed() const { return desc_.has_value() && desc_->is_open(); }
   // SIGHUP: a new poll interval, applied now. Polling cannot be turned on or
   // off live (CAP_AUDIT_CONTROL was kept or dropped at start): false then.
   bool set_status_interval(std::chrono::seconds s);

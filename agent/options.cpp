@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <charconv>
 #include <cstring>
 
@@ -23,7 +24,10 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
                           (and stdout with --foreground)
   --state-dir DIR         state directory (default /var/lib/ipsec-audit)
   --control-socket PATH   control socket for ipsec-auditctl
-                          (default /run/ipsec-audit/control.sock)
+                          (default /run/ipsec-audit/control.sock, mode 0660)
+  --control-group GROUP   chgrp the control socket to GROUP; its members may
+                          change the audit policy (uid 0 always may). Others
+                          who can connect may only read it
   --enable-kernel-audit   turn kernel audit on (AUDIT_SET enabled=1) if it is
                           off; the kernel writes IPsec packet records only while
                           it is on. Put back as it was on a clean stop.
@@ -72,6 +76,13 @@ bool valid_netns_spec(std::string_view v) {
   return v.front() == '/' || v.find('/') == std::string_view::npos;
 }
 
+// A group name (as useradd takes them) or a number.
+bool valid_group(std::string_view g) {
+  if (g.empty() || g.size() > 64 || g.front() == '-') return false;
+  for (const char c : g)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == '$')) return false;
+  return true;
+}
 
 bool parse_int(std::string_view s, int lo, int hi, int* out) {
   int v = 0;
@@ -158,6 +169,11 @@ Result<Options> parse_command_line(int argc, char** argv, Options base) {
       if (v->empty() || v->front() != '/') return bad("--control-socket must be an absolute path");
       if (v->size() >= 108) return bad("--control-socket path is longer than a Unix socket path can be");
       o.control_socket = std::string(*v);
+    } else if (a == "--control-group") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (!valid_group(*v)) return bad("--control-group takes a group name or number");
+      o.control_group = std::string(*v);
     } else if (a == "--audit-status-interval") {
       auto v = take(a);
       if (!v) return v.error();
@@ -190,6 +206,10 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
       if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().front() != '/')
         return bad("config key '" + k + "' must be an absolute path");
       (k == "state_dir" ? o.state_dir : o.control_socket) = v.get<std::string>();
+    } else if (k == "control_group") {
+      if (!v.is_string() || !valid_group(v.get<std::string>()))
+        return bad("config key 'control_group' must be a group name or number");
+      o.control_group = v.get<std::string>();
     } else if (k == "kernel_audit") {
       if (!v.is_object()) return bad("config key 'kernel_audit' must be an object");
       for (auto& [kk, vv] : v.items()) {

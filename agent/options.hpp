@@ -26,6 +26,9 @@ struct Options {
   std::vector<OutputSpec> outputs;  // empty: the embedded default
   std::string state_dir{kDefaultStateDir};
   std::string control_socket{kDefaultControlSocket};
+  // Group (name or number) the control socket is chgrp'd to; its members may
+  // change the audit policy (uid 0 always may). "": none.
+  std::string control_group;
   bool enable_kernel_audit{false};
   int audit_status_interval_s{5};  // 0: no status polling (no CAP_AUDIT_CONTROL kept)
   int receive_buffer_bytes{8 << 20};

@@ -222,6 +222,12 @@ Result<Unit> XfrmTracker::start() {
   return Unit{};
 }
 
+std::vector<XfrmTracker::WatchedNetns> XfrmTracker::watched_netns() const {
+  std::vector<WatchedNetns> v;
+  for (const auto& w : watchers_) v.push_back({w->ns.spec, w->label, w->ready && w->mcast.has_value()});
+  return v;
+}
+
 void XfrmTracker::rescan_netns() {
   if (stopping_) return;
   std::vector<std::string> missing;

@@ -86,6 +86,13 @@ class XfrmTracker {
   const std::vector<std::string>& missing() const { return missing_; }
   const XfrmTrackerStats& stats() const { return stats_; }
   std::size_t watched() const { return watchers_.size(); }
+  // Each namespace watched now: its spec ("" the agent's own), label, and
+  // whether its first dump is in (it is subscribed and followed).
+  struct WatchedNetns {
+    std::string spec, label;
+    bool ready{false};
+  };
+  std::vector<WatchedNetns> watched_netns() const;
   std::size_t sa_count() const;
   std::size_t policy_count() const;
 

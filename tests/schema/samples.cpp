@@ -8,6 +8,7 @@
 #include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
 #include "audit/pipeline.hpp"
+#include "audit/policy.hpp"
 #include "audit/sa_context.hpp"
 
 int main() {
@@ -69,6 +70,16 @@ int main() {
                                     {{"path", "/etc/ipsec-audit/ipsec-auditd.conf"},
                                      {"applied", {"outputs"}},
                                      {"restart_required", {"netns"}}}}};
+    if (full.kind == EventKind::audit_policy_changed) {
+      full.detail = bare.detail = {{"cause", "control-socket"},
+                                   {"old", policy_json({true, true})},
+                                   {"new", policy_json({false, true})},
+                                   {"policy_file", "/var/lib/ipsec-audit/audit-policy.json"}};
+      full.detail["changed_by"] = {{"uid", 0}, {"gid", 0}, {"pid", 4242}, {"comm", "ipsec-auditctl"}};
+    }
+    if (full.kind == EventKind::control_server_failed)
+      full.detail = bare.detail = {
+          {"control", {{"status", "failed"}, {"socket", "/run/ipsec-audit/control.sock"}, {"error", "bind: EACCES"}}}};
     if (full.kind == EventKind::kernel_audit_changed)
       full.detail = bare.detail = {{"kernel_audit", {{"enabled", 0}, {"failure", 1}, {"backlog_limit", 64}}},
                                    {"concerns", {"disabled", "backlog-limit-small"}}};

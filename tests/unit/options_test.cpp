@@ -29,13 +29,24 @@ TEST(Options, EmbeddedDefault) {
 
 TEST(Options, RepeatableOutputsAndValues) {
   auto o = parse({"--output", "jsonl:/tmp/a.jsonl", "--output=stdout", "--state-dir", "/tmp/s",
-                  "--control-socket=/tmp/c.sock", "--enable-kernel-audit"});
+                  "--control-socket=/tmp/c.sock", "--enable-kernel-audit", "--control-group", "ipsec-admins"});
   ASSERT_TRUE(o) << o.error().message;
   ASSERT_EQ(o->outputs.size(), 2u);
   EXPECT_EQ(o->outputs[1].kind, OutputSpec::Kind::stdout_);
   EXPECT_EQ(o->state_dir, "/tmp/s");
   EXPECT_EQ(o->control_socket, "/tmp/c.sock");
   EXPECT_TRUE(o->enable_kernel_audit);
+  EXPECT_EQ(o->control_group, "ipsec-admins");
+}
+
+TEST(Config, ControlGroup) {
+  Options o;
+  ASSERT_TRUE(apply_config(R"({"control_group":"adm"})", o));
+  EXPECT_EQ(o.control_group, "adm");
+  ASSERT_TRUE(apply_config(R"({"control_group":"1001"})", o));
+  for (auto bad : {R"({"control_group":""})", R"({"control_group":3})", R"({"control_group":"a b"})",
+                   R"({"control_group":"-x"})"})
+    EXPECT_FALSE(apply_config(bad, o)) << bad;
 }
 
 TEST(Options, BadOptionsAreOneLineErrors) {
@@ -45,6 +56,7 @@ TEST(Options, BadOptionsAreOneLineErrors) {
                                                          {"--state-dir", "rel"},
                                                          {"--foreground=1"},
                                                          {"--audit-status-interval", "-1"},
+                                                         {"--control-group", "a/b"},
                                                          {"--control-socket", "/" + std::string(200, 'x')}}) {
     auto o = parse(args);
     ASSERT_FALSE(o) << args[0];
