@@ -1,6 +1,7 @@
 #include "audit/log_query.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <iostream>
 #include <ostream>
 
 #include <nlohmann/json.hpp>
@@ -483,6 +485,14 @@ class StopSignals {
   }, old_term_{};
 };
 
+// True when `out` is standard output and that is a pipe whose reader went
+// away (`| head`): --follow ends then, though it has nothing to write.
+bool reader_gone(const std::ostream& out) {
+  if (&out != &std::cout) return false;
+  pollfd p{STDOUT_FILENO, 0, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0;
+}
+
 std::string usage(std::string_view cmd) {
   if (cmd == "events")
     return "usage: ipsec-auditctl events [--log PATH] [--follow] [--event NAME|ID]... [--spi N]... [--since TIME] "
@@ -583,7 +593,7 @@ int run_log_command(std::string_view cmd, const std::vector<std::string>& args, 
     hooks.stop = [] { return g_stop != 0; };
     hooks.wait = [&] {
       out.flush();
-      if (!out || g_stop) return false;
+      if (!out || g_stop || reader_gone(out)) return false;
       timespec ts{0, 200 * 1000 * 1000};
       nanosleep(&ts, nullptr);
       return g_stop == 0;
