@@ -228,17 +228,7 @@ def read_lines(s, n, timeout=10):
 
 
 def read_line_or_close(s, timeout=10):
-    s.settimeout(timeout)
-    buf = b""
-    try:
-        while b"\n" not in buf:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-    except (ConnectionResetError, socket.timeout):
-        pass
-    return buf
+    return b"\n".join(read_lines(s, 1, timeout))
 
 
 def closed_within(s, timeout):
