@@ -186,10 +186,11 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
     pending_.erase(0, nl + 1);
     auto& st = server_->stats_;
     ++st.requests;
-    auto req = parse_control_request(line);
+    nlohmann::json id;
+    auto req = parse_control_request(line, &id);
     if (!req) {
       ++st.errors;
-      respond(control_error(control_error_for(req.error()), req.error().message),
+      respond(control_error(control_error_for(req.error()), req.error().message, id),
               control_error_is_fatal(req.error()));
       return;
     }

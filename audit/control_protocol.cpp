@@ -79,7 +79,9 @@ ControlErrorCode control_error_for(const Error& e) {
 
 bool control_error_is_fatal(const Error& e) { return e.code == Errc::truncated || e.code == Errc::out_of_range; }
 
-Result<ControlRequest> parse_control_request(std::string_view line) {
+Result<ControlRequest> parse_control_request(std::string_view line) { return parse_control_request(line, nullptr); }
+
+Result<ControlRequest> parse_control_request(std::string_view line, nlohmann::json* id_out) {
   if (line.size() > kMaxControlRequestBytes)
     return make_error(Errc::out_of_range,
                       "request longer than " + std::to_string(kMaxControlRequestBytes) + " bytes");
@@ -107,6 +109,7 @@ Result<ControlRequest> parse_control_request(std::string_view line) {
       return bad("'id' must be a string or an integer");
     }
     r.id = *it;
+    if (id_out) *id_out = r.id;
   }
   auto v = doc.find("v");
   if (v == doc.end()) return bad("'v' (the protocol version, 1) is missing");

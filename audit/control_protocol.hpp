@@ -45,6 +45,9 @@ ControlErrorCode control_error_for(const Error& e);
 
 // One request line (without the '\n'). Untrusted: any bytes at all.
 Result<ControlRequest> parse_control_request(std::string_view line);
+// The same; on an error, `*id` gets the request's "id" when it was a valid
+// one (so that errors can echo it too), else stays null.
+Result<ControlRequest> parse_control_request(std::string_view line, nlohmann::json* id);
 // Whether the line was a JSON object at all (a line that is not gets its
 // error and the connection is closed).
 bool control_error_is_fatal(const Error& e);

@@ -81,6 +81,15 @@ TEST(ControlProtocol, WrongShapes) {
   EXPECT_EQ(code_of("null"), ControlErrorCode::bad_request);
 }
 
+TEST(ControlProtocol, ErrorsKeepAValidId) {
+  nlohmann::json id;
+  EXPECT_FALSE(parse_control_request(R"({"v":1,"cmd":"get","success":true,"id":"q1"})", &id).ok());
+  EXPECT_EQ(id, "q1");
+  nlohmann::json none;
+  EXPECT_FALSE(parse_control_request(R"({"v":1,"cmd":"get","id":[1]})", &none).ok());
+  EXPECT_TRUE(none.is_null());
+}
+
 TEST(ControlProtocol, HugeNumbers) {
   EXPECT_EQ(code_of(R"({"v":1e999,"cmd":"get"})"), ControlErrorCode::bad_request);
   EXPECT_EQ(code_of(R"({"v":18446744073709551617,"cmd":"get"})"), ControlErrorCode::bad_request);
