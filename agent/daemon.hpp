@@ -37,6 +37,11 @@ class Daemon {
   nlohmann::json kernel_audit_detail() const;
   void stop_sources(std::function<void()> done);
   void write_stopped(int signo);
+  // The state snapshot (state_dir/state-snapshot.json): written at a clean
+  // stop, compared with the tables at start, then removed.
+  std::string snapshot_path() const;
+  void write_snapshot();
+  void report_changes_while_stopped();
 
   Options opts_;
   Loader loader_;
