@@ -386,13 +386,10 @@ bool XfrmTracker::drain(Watcher& w, int batch) {
           take_sa_stats(w, sa_key(del->id, del->mark, del->if_id), del->sa->stats, true);
         else if (const auto* ex = std::get_if<XfrmExpire>(&*p); ex && ex->hard)
           take_sa_stats(w, sa_key(ex->sa), ex->sa.stats, true);
-        else if (std::holds_alternative<XfrmFlushSa>(*p)) {
-          // No stats in a flush: what the last reading said is all there is.
-          recon_.close_if([&](const LossKey& k) { return k.spi && k.netns == w.label; });
-          w.sa_stats.clear();
-        }
       }
       for (auto& e : w.table.apply(*p, now)) emit_change(std::move(e));
+      // No stats in a flush: what the last reading said is all there is.
+      if (std::holds_alternative<XfrmFlushSa>(*p)) prune_sa_stats(w);
       return true;
     });
     if (!walk) ++stats_.parse_errors;
@@ -432,6 +429,7 @@ void XfrmTracker::resync(Watcher& w) {
     } else {
       const auto now = std::chrono::system_clock::now();
       for (auto& e : wp->table.resync(std::move(d.sas), std::move(d.pols), now)) emit_change(std::move(e));
+      prune_sa_stats(*wp);  // SAs deleted while messages were lost: their last stats are all there is
       if (d.defaults)
         for (auto& e : wp->table.apply(*d.defaults, now)) {
           e.detail["resync"] = true;
@@ -643,6 +641,18 @@ void XfrmTracker::take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now
     if (it != w.sa_stats.end()) w.sa_stats.erase(it);
   } else {
     w.sa_stats[k] = now;
+  }
+}
+
+void XfrmTracker::prune_sa_stats(Watcher& w) {
+  for (auto it = w.sa_stats.begin(); it != w.sa_stats.end();) {
+    if (w.table.find(it->first)) {
+      ++it;
+      continue;
+    }
+    recon_.close(LossKey{kIntegrity, w.label, it->first.spi, sa_identity(it->first)});
+    recon_.close(LossKey{kReplay, w.label, it->first.spi, sa_identity(it->first)});
+    it = w.sa_stats.erase(it);
   }
 }
 

@@ -131,6 +131,8 @@ class XfrmTracker {
   void read_counters(Watcher& w);
   void dump_sa_stats(Watcher& w);
   void take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now, bool final);
+  // Forgets the stats of SAs no longer in the table (a flush, a resync).
+  void prune_sa_stats(Watcher& w);
   void count_record(const Event& e, const std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
   void emit_loss(const Loss& l);
 
