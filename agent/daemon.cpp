@@ -3,12 +3,15 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 
 #include "agent/log.hpp"
 #include "agent/netns_watch.hpp"
 #include "agent/privileges.hpp"
+#include "agent/state_file.hpp"
 #include "audit/catalogue.hpp"
 #include "audit/json_writer.hpp"
 
@@ -109,6 +112,7 @@ void Daemon::reload() {
   if (next->xfrm_aevents != opts_.xfrm_aevents) restart.emplace_back("xfrm_aevents");
   if (next->receive_buffer_bytes != opts_.receive_buffer_bytes) restart.emplace_back("receive_buffer_bytes");
   if (next->state_dir != opts_.state_dir) restart.emplace_back("state_dir");
+  if (next->counters_interval_s != opts_.counters_interval_s) restart.emplace_back("counters.interval_s");
   if (next->control_socket != opts_.control_socket) restart.emplace_back("control_socket");
   if (next->control_group != opts_.control_group) restart.emplace_back("control_group");
   std::string msg = "config " + path + " reloaded";
@@ -390,6 +394,37 @@ void Daemon::stop_sources(std::function<void()> done) {
     done();
 }
 
+std::string Daemon::snapshot_path() const { return opts_.state_dir + "/state-snapshot.json"; }
+
+void Daemon::write_snapshot() {
+  // Only at a clean stop: a snapshot left by a crash would make the next
+  // start write changes the agent did record as made while it was stopped.
+  if (auto r = write_file_atomic(snapshot_path(), snapshot_text(xfrm_->snapshot())); !r)
+    log(LogLevel::warning, "state snapshot not written (the next start cannot tell what changed while the agent "
+                           "was stopped): " + r.error().message);
+}
+
+void Daemon::report_changes_while_stopped() {
+  const std::string path = snapshot_path();
+  auto text = read_small_file(path);
+  if (!text) {
+    log(text.error().sys_errno == ENOENT ? LogLevel::info : LogLevel::warning,
+        "no state snapshot of the last clean stop (" + text.error().message +
+            "): changes made while the agent was stopped are not known");
+    return;
+  }
+  // Used once: after a crash the next start finds none rather than an old one.
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    log(LogLevel::warning, "cannot remove " + path + ": " + std::strerror(errno));
+  auto snap = parse_snapshot(*text);
+  if (!snap) {
+    log(LogLevel::warning, path + " is not a usable state snapshot, changes made while the agent was stopped are not "
+                               "known: " + snap.error().message);
+    return;
+  }
+  xfrm_->report_changes_while_stopped(*snap);
+}
+
 void Daemon::critical(const std::string& why) {
   log(LogLevel::error, why);
   if (control_) control_->stop();
@@ -441,6 +476,10 @@ void Daemon::write_stopped(int signo) {
                        {"resyncs", xs.resyncs},
                        {"getsa_requests", xs.getsa_requests}};
   }
+  if (xfrm_) {
+    d["counters"] = xfrm_->counter_detail();
+    write_snapshot();
+  }
   nlohmann::json outs = nlohmann::json::array();
   for (const auto& sk : pipeline_->sinks()) outs.push_back(sink_json(*sk));
   d["outputs"] = std::move(outs);
@@ -474,6 +513,7 @@ int Daemon::run() {
   xcfg.netns = opts_.netns;
   xcfg.aevents = opts_.xfrm_aevents;
   xcfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
+  xcfg.counters_interval = std::chrono::seconds(opts_.counters_interval_s);
   xfrm_ = std::make_unique<XfrmTracker>(
       io_, xcfg, [this](const Event& e) { pipeline_->submit(e); }, [this](const std::string& why) { critical(why); });
   if (auto r = xfrm_->start(); !r) {
@@ -564,6 +604,7 @@ int Daemon::run() {
   for (auto& e : deferred_) pipeline_->submit(e);
   deferred_.clear();
   audit_->report_start_state();
+  report_changes_while_stopped();
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
   io_.run();

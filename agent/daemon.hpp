@@ -48,6 +48,11 @@ class Daemon {
   ControlReply on_control(const ControlRequest& r, const ControlPeer& peer);
   nlohmann::json status_json() const;
   nlohmann::json check_json() const;
+  // The state snapshot (state_dir/state-snapshot.json): written at a clean
+  // stop, compared with the tables at start, then removed.
+  std::string snapshot_path() const;
+  void write_snapshot();
+  void report_changes_while_stopped();
 
   Options opts_;
   PolicyStore policy_store_;

@@ -224,6 +224,17 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
           return bad("unknown config key 'kernel_audit." + printable(kk) + "'");
         }
       }
+    } else if (k == "counters") {
+      if (!v.is_object()) return bad("config key 'counters' must be an object");
+      for (auto& [kk, vv] : v.items()) {
+        if (kk == "interval_s") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 0 || vv.get<long long>() > 3600)
+            return bad("config key 'counters.interval_s' must be 0..3600");
+          o.counters_interval_s = vv.get<int>();
+        } else {
+          return bad("unknown config key 'counters." + printable(kk) + "'");
+        }
+      }
     } else if (k == "netns") {
       if (!v.is_array() || v.empty()) return bad("config key 'netns' must be a non-empty array of names");
       std::vector<std::string> names;

@@ -31,6 +31,9 @@ struct Options {
   std::string control_group;
   bool enable_kernel_audit{false};
   int audit_status_interval_s{5};  // 0: no status polling (no CAP_AUDIT_CONTROL kept)
+  // How often /proc/net/xfrm_stat of each watched netns is read and the
+  // counters reconciled with the records (config counters.interval_s); 0: never.
+  int counters_interval_s{10};
   int receive_buffer_bytes{8 << 20};
   // Network namespaces whose SAD/SPD are tracked: "" is the agent's own,
   // "all" every name under /run/netns (followed) plus the agent's own.

@@ -1,5 +1,6 @@
 #include "agent/xfrm_tracker.hpp"
 
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "audit/sa_match.hpp"
 #include "xfrm/netns.hpp"
 #include "xfrm/secure_buffer.hpp"
+#include "xfrm/xfrm_stat.hpp"
 #include "xfrm/xfrm_message.hpp"
 #include "xfrm/xfrm_request.hpp"
 
@@ -24,6 +26,51 @@ constexpr int kBatch = 256;
 // hold up the end).
 constexpr int kStopBatch = 64 * kBatch;
 constexpr std::size_t kBufferSize = 64 * 1024;
+
+// The counters that become 4963 aggregates, and why the kernel counts each.
+struct CleartextCounter {
+  const char* name;
+  const char* why;
+};
+constexpr CleartextCounter kCleartext[] = {
+    {"XfrmInTmplMismatch", "the packet matched none of the templates of its inbound policy (e.g. cleartext where "
+                           "the policy requires IPsec)"},
+    {"XfrmInNoPols", "no policy matched and the default inbound policy is block"},
+    {"XfrmInPolBlock", "a block policy matched"},
+};
+// Host-wide pairings: a netns counter (summed over the watched ones) and the
+// kernel audit records (which carry no netns) for the same packets.
+constexpr const char* kNoStates = "XfrmInNoStates";             // incorrect-spi (4965)
+constexpr const char* kOutSeqError = "XfrmOutStateSeqError";    // sequence-overflow
+// Per-SA pairings (the SA's own stats).
+constexpr const char* kIntegrity = "integrity_failed";  // integrity-check-failed (4960)
+constexpr const char* kReplay = "replay";               // replay + replay_window: 4961 / 4962
+
+LossKey host_key(const char* counter) { return LossKey{counter, std::nullopt, std::nullopt, ""}; }
+std::string sa_identity(const SaKey& k) {
+  std::string s = "dst " + k.daddr.to_string() + " proto " + std::to_string(k.proto);
+  if (k.mark_value || k.mark_mask) s += " mark " + std::to_string(k.mark_value) + "/" + std::to_string(k.mark_mask);
+  if (k.if_id) s += " if_id " + std::to_string(k.if_id);
+  return s;
+}
+std::uint64_t replays(const XfrmStats& s) { return std::uint64_t{s.replay} + s.replay_window; }
+
+// /proc/net/xfrm_stat of a namespace, opened inside it (the file stays bound
+// to the namespace it was opened in, and is read again at each tick).
+Result<UniqueFd> open_xfrm_stat(int netns_fd) {
+  std::optional<ScopedNetns> scope;
+  if (netns_fd >= 0) {
+    auto sc = ScopedNetns::enter_fd(netns_fd);
+    if (!sc) return sc.error();
+    scope.emplace(std::move(*sc));
+  }
+  UniqueFd fd(::open("/proc/thread-self/net/xfrm_stat", O_RDONLY | O_CLOEXEC));
+  const int err = errno;
+  if (scope)
+    if (auto r = scope->restore(); !r) return r.error();
+  if (fd.get() < 0) return make_error(Errc::io, std::string("cannot open /proc/net/xfrm_stat: ") + strerror(err), err);
+  return fd;
+}
 
 bool is_packet_event(EventKind k) {
   return k == EventKind::integrity_check_failed || k == EventKind::replay_check_failed ||
@@ -41,6 +88,12 @@ struct XfrmTracker::Watcher {
   SecureBuffer buf{kBufferSize};
   bool ready{false};      // the first dump is in
   bool resyncing{false};  // a resync dump is running: the multicast socket waits
+  UniqueFd stat_fd;       // its /proc/net/xfrm_stat; invalid when counters are off
+  std::optional<XfrmStat> stat_last;
+  std::map<SaKey, XfrmStats> sa_stats;  // per-SA stats as last read (baseline: the first dump)
+  bool sa_dump_running{false};
+  bool sa_records{false};  // per-SA packet records since the last tick
+  bool stat_warned{false};
   explicit Watcher(NetnsFound n) : ns(std::move(n)), label(ns.label), table(ns.label) {}
   ~Watcher() {
     if (requester) requester->close();
@@ -76,7 +129,8 @@ XfrmTracker::XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink
                 for (auto& e : events) e.sa = w->table.context(*entry);
             }
           },
-          stats_.getsa_requests) {}
+          stats_.getsa_requests),
+      counter_timer_(io) {}
 
 XfrmTracker::~XfrmTracker() = default;
 
@@ -139,6 +193,14 @@ Result<XfrmTracker::Watcher*> XfrmTracker::open_watcher(const NetnsFound& ns, bo
   auto open = [&]() {
     return handle ? open_netlink_socket_in_netns_fd(handle->fd.get(), NETLINK_XFRM) : NetlinkSocket::open(NETLINK_XFRM);
   };
+  if (cfg_.counters_interval.count() > 0) {
+    auto sf = open_xfrm_stat(handle ? handle->fd.get() : -1);
+    if (sf)
+      w->stat_fd = std::move(*sf);
+    else
+      log(LogLevel::warning, "counters of netns " + w->label + " are not read (no 4963 aggregates, no reconciliation "
+                             "of its counters): " + sf.error().message);
+  }
   auto mc = open();
   if (!mc) return mc.error();
   w->mcast.emplace(std::move(*mc));
@@ -182,6 +244,7 @@ void XfrmTracker::first_dump_done(Watcher* w, bool report, Result<Unit> r, Dump&
     drop(w, "");
     return;
   }
+  for (const auto& sa : d.sas) w->sa_stats[sa_key(sa)] = sa.stats;
   if (report) {
     // A namespace that appeared while the agent ran: what it already holds
     // was set up after start, so it is written (marked resync), not absorbed.
@@ -219,6 +282,11 @@ Result<Unit> XfrmTracker::start() {
   }
   if (start_error_) return *start_error_;
   netns_.start();
+  if (cfg_.counters_interval.count() > 0) {
+    for (auto& w : watchers_)
+      if (w->stat_fd.get() >= 0) read_counters(*w);  // the baselines
+    arm_counters();
+  }
   return Unit{};
 }
 
@@ -265,6 +333,7 @@ bool XfrmTracker::alive(const Watcher* w) const {
 void XfrmTracker::drop(Watcher* w, const std::string& why) {
   if (!why.empty()) log(LogLevel::info, why);
   replays_.forget(w);
+  recon_.close_if([&](const LossKey& k) { return k.spi && k.netns == w->label; });
   std::erase_if(watchers_, [w](const std::unique_ptr<Watcher>& x) { return x.get() == w; });
 }
 
@@ -317,7 +386,16 @@ bool XfrmTracker::drain(Watcher& w, int batch) {
         log(LogLevel::warning, "unparsable XFRM message dropped: " + p.error().message);
         return true;
       }
+      if (cfg_.counters_interval.count() > 0) {
+        // A deleted SA's last stats come with its DELSA / hard EXPIRE.
+        if (const auto* del = std::get_if<XfrmDelSa>(&*p); del && del->sa)
+          take_sa_stats(w, sa_key(del->id, del->mark, del->if_id), del->sa->stats, true);
+        else if (const auto* ex = std::get_if<XfrmExpire>(&*p); ex && ex->hard)
+          take_sa_stats(w, sa_key(ex->sa), ex->sa.stats, true);
+      }
       for (auto& e : w.table.apply(*p, now)) emit_change(std::move(e));
+      // No stats in a flush: what the last reading said is all there is.
+      if (std::holds_alternative<XfrmFlushSa>(*p)) prune_sa_stats(w);
       return true;
     });
     if (!walk) ++stats_.parse_errors;
@@ -357,6 +435,7 @@ void XfrmTracker::resync(Watcher& w) {
     } else {
       const auto now = std::chrono::system_clock::now();
       for (auto& e : wp->table.resync(std::move(d.sas), std::move(d.pols), now)) emit_change(std::move(e));
+      prune_sa_stats(*wp);  // SAs deleted while messages were lost: their last stats are all there is
       if (d.defaults)
         for (auto& e : wp->table.apply(*d.defaults, now)) {
           e.detail["resync"] = true;
@@ -406,6 +485,7 @@ void XfrmTracker::on_audit_event(Event e) {
   }
   std::vector<std::pair<Watcher*, const SaEntry*>> hits;
   enrich(e, hits);
+  count_record(e, hits);
   if (e.kind != EventKind::replay_check_failed) {
     sink_(e);
     return;
@@ -438,6 +518,12 @@ void XfrmTracker::stop(std::function<void()> done) {
       boost::system::error_code ec;
       w->desc->cancel(ec);
     }
+  // The last interval's cleartext drops are written too (no settle: the
+  // records of that interval have not had their time to arrive).
+  counter_timer_.cancel();
+  if (cfg_.counters_interval.count() > 0)
+    for (auto& w : watchers_)
+      if (w->stat_fd.get() >= 0) read_counters(*w);
   stopped_ = std::move(done);
   // Held replay records get their GETSA now; the end waits for the answers.
   replays_.flush([this] {
@@ -469,8 +555,203 @@ void XfrmTracker::abandon() {
   }
   replays_.abandon();
   corr_timer_.cancel();
+  counter_timer_.cancel();
   for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
   stopped_ = nullptr;
+}
+
+// ---- counters, reconciliation, state snapshot ----
+
+void XfrmTracker::arm_counters() {
+  counter_timer_.expires_after(cfg_.counters_interval);
+  counter_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stopping_) return;
+    for (std::size_t i = 0; i < watchers_.size(); ++i)
+      if (watchers_[i]->ready && watchers_[i]->stat_fd.get() >= 0) read_counters(*watchers_[i]);
+    for (const auto& l : recon_.settle()) emit_loss(l);
+    arm_counters();
+  });
+}
+
+void XfrmTracker::read_counters(Watcher& w) {
+  auto st = read_xfrm_stat(w.stat_fd.get());
+  if (!st) {
+    if (!w.stat_warned) log(LogLevel::warning, "counters of netns " + w.label + ": " + st.error().message);
+    w.stat_warned = true;
+    return;
+  }
+  if (!w.stat_last) {  // the baseline: nothing before it is the agent's to report
+    w.stat_last = std::move(*st);
+    return;
+  }
+  const auto now = std::chrono::system_clock::now();
+  auto rise = [&](const char* name) {
+    return counter_delta(w.stat_last->get(name).value_or(0), st->get(name).value_or(0));
+  };
+  for (const auto& kv : st->counters)
+    if (const auto d = rise(kv.first.c_str()); d > 0) netns_deltas_[w.label][kv.first] += d;
+  for (const auto& c : kCleartext) {
+    const auto d = rise(c.name);
+    if (d == 0) continue;
+    Event e;
+    e.kind = EventKind::cleartext_packet_dropped;
+    e.source = Source::counters;
+    e.time = now;
+    e.count = d;
+    e.netns = w.label;
+    e.message = std::to_string(d) + " inbound packet" + (d == 1 ? "" : "s") + " dropped by the kernel (" + c.name +
+                "): " + c.why + (w.label.empty() ? "" : "; netns " + w.label);
+    e.detail = {{"counter", {{"name", c.name}, {"value", st->get(c.name).value_or(0)}}}};
+    sink_(e);
+  }
+  if (const auto d = rise(kNoStates); d > 0) recon_.counted(host_key(kNoStates), d);
+  if (const auto d = rise(kOutSeqError); d > 0) recon_.counted(host_key(kOutSeqError), d);
+  const bool sa_moved = rise("XfrmInStateProtoError") > 0 || rise("XfrmInStateSeqError") > 0;
+  w.stat_last = std::move(*st);
+  if ((sa_moved || w.sa_records) && !stopping_) dump_sa_stats(w);
+  w.sa_records = false;
+}
+
+void XfrmTracker::dump_sa_stats(Watcher& w) {
+  if (w.sa_dump_running || !w.requester) return;
+  w.sa_dump_running = true;
+  auto got = std::make_shared<std::vector<std::pair<SaKey, XfrmStats>>>();
+  w.requester->request([](std::uint32_t seq) { return build_xfrm_dump_sa(seq); }, ReplyKind::dump,
+                       [got](const NetlinkMessage& m) {
+                         auto p = parse_xfrm_message(m);
+                         if (!p) return;
+                         if (const auto* n = std::get_if<XfrmNewSa>(&*p)) got->emplace_back(sa_key(n->sa), n->sa.stats);
+                       },
+                       [this, wp = &w, got](const Result<Unit>& r) {
+                         if (!alive(wp)) return;
+                         wp->sa_dump_running = false;
+                         if (!r) {
+                           log(LogLevel::warning, "per-SA stats of netns " + wp->label +
+                                                      " not read (tried again at the next tick): " + r.error().message);
+                           return;
+                         }
+                         for (const auto& [k, st] : *got) take_sa_stats(*wp, k, st, false);
+                       });
+}
+
+void XfrmTracker::take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now, bool final) {
+  auto it = w.sa_stats.find(k);
+  const XfrmStats before = it == w.sa_stats.end() ? XfrmStats{} : it->second;  // new since the baseline: from 0
+  const LossKey ki{kIntegrity, w.label, k.spi, sa_identity(k)};
+  const LossKey kr{kReplay, w.label, k.spi, sa_identity(k)};
+  if (const auto d = counter_delta(before.integrity_failed, now.integrity_failed); d > 0) recon_.counted(ki, d);
+  if (const auto d = counter_delta(replays(before), replays(now)); d > 0) recon_.counted(kr, d);
+  if (final) {
+    recon_.close(ki);
+    recon_.close(kr);
+    if (it != w.sa_stats.end()) w.sa_stats.erase(it);
+  } else {
+    w.sa_stats[k] = now;
+  }
+}
+
+void XfrmTracker::prune_sa_stats(Watcher& w) {
+  for (auto it = w.sa_stats.begin(); it != w.sa_stats.end();) {
+    if (w.table.find(it->first)) {
+      ++it;
+      continue;
+    }
+    recon_.close(LossKey{kIntegrity, w.label, it->first.spi, sa_identity(it->first)});
+    recon_.close(LossKey{kReplay, w.label, it->first.spi, sa_identity(it->first)});
+    it = w.sa_stats.erase(it);
+  }
+}
+
+void XfrmTracker::count_record(const Event& e, const std::vector<std::pair<Watcher*, const SaEntry*>>& hits) {
+  if (cfg_.counters_interval.count() <= 0) return;
+  switch (e.kind) {
+    case EventKind::incorrect_spi:
+      recon_.seen(host_key(kNoStates));
+      return;
+    case EventKind::sequence_overflow:
+      recon_.seen(host_key(kOutSeqError));
+      return;
+    case EventKind::integrity_check_failed:
+    case EventKind::replay_check_failed:
+    case EventKind::replay_sequence_too_low:
+      // An ambiguous record counts for every SA it may be about: a loss is
+      // then a lower bound, never invented.
+      for (const auto& [w, s] : hits) {
+        const SaKey k = sa_key(s->sa);
+        recon_.seen(LossKey{e.kind == EventKind::integrity_check_failed ? kIntegrity : kReplay, w->label, k.spi,
+                            sa_identity(k)});
+        w->sa_records = true;
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+void XfrmTracker::emit_loss(const Loss& l) {
+  const auto& k = l.key;
+  const char* record = k.counter == kNoStates       ? "incorrect-spi (4965)"
+                       : k.counter == kOutSeqError  ? "sequence-overflow"
+                       : k.counter == kIntegrity    ? "integrity-check-failed (4960)"
+                                                    : "replay (4961/4962)";
+  std::string msg = std::to_string(l.count) + " " + record + " event" + (l.count == 1 ? "" : "s") +
+                    " counted by the kernel (" + k.counter +
+                    (k.spi ? " of SA " + spi_hex(*k.spi) + " " + k.sa + " in netns " + k.netns.value_or("")
+                           : std::string(" in the watched namespaces")) +
+                    ") reached the agent as no record: lost (kernel audit backlog or rate limit, audit off, or a "
+                    "full socket)";
+  Event e = make_events_lost(Source::counters, l.count, k.counter.c_str(), false, std::move(msg));
+  auto& lost = e.detail["lost"];
+  lost["count"] = l.count;
+  if (k.spi) {
+    lost["spi"] = *k.spi;
+    lost["sa"] = k.sa;
+    e.spi = k.spi;
+  }
+  if (k.netns) {
+    lost["netns"] = *k.netns;
+    e.netns = k.netns;
+  } else {
+    lost["scope"] = "watched-netns";
+  }
+  sink_(e);
+}
+
+nlohmann::json XfrmTracker::counter_detail() const {
+  nlohmann::json per = nlohmann::json::object();
+  for (const auto& [label, m] : netns_deltas_) per[label] = m;
+  return {{"interval_ms", cfg_.counters_interval.count()}, {"netns", std::move(per)},
+          {"reconciliation", recon_.totals()}};
+}
+
+StateSnapshot XfrmTracker::snapshot() const {
+  StateSnapshot s;
+  for (const auto& w : watchers_)
+    if (w->ready) s[w->label] = NetnsTables{w->table.sas(), w->table.policies()};
+  return s;
+}
+
+void XfrmTracker::report_changes_while_stopped(const StateSnapshot& before) {
+  const auto now = std::chrono::system_clock::now();
+  std::size_t n = 0;
+  for (const auto& w : watchers_) {
+    if (!w->ready) continue;
+    auto it = before.find(w->label);
+    if (it == before.end()) {
+      log(LogLevel::info, "netns " + w->label + " is not in the state snapshot: its changes while stopped are not known");
+      continue;
+    }
+    for (auto& e : changes_while_stopped(w->label, it->second, NetnsTables{w->table.sas(), w->table.policies()}, now)) {
+      sink_(e);
+      ++n;
+    }
+  }
+  for (const auto& [label, t] : before) {
+    bool watched = false;
+    for (const auto& w : watchers_) watched = watched || (w->ready && w->label == label);
+    if (!watched) log(LogLevel::info, "netns " + label + " of the state snapshot is not watched now: not compared");
+  }
+  log(LogLevel::info, std::to_string(n) + " SAD/SPD change(s) made while the agent was stopped");
 }
 
 }  // namespace ipsec

@@ -32,6 +32,8 @@
 #include <vector>
 
 #include "audit/correlator.hpp"
+#include "audit/reconcile.hpp"
+#include "audit/state_snapshot.hpp"
 #include "audit/event.hpp"
 #include "audit/xfrm_table.hpp"
 #include "agent/netns_watch.hpp"
@@ -65,6 +67,10 @@ class XfrmTracker {
     std::chrono::milliseconds netns_rescan{2000};
     // How long a request may wait for its next reply datagram.
     std::chrono::milliseconds reply_timeout{2000};
+    // How often each netns's /proc/net/xfrm_stat is read (cleartext drops as
+    // 4963 aggregates) and the counters are reconciled with the records
+    // received (shortfalls as events-lost); 0: never.
+    std::chrono::milliseconds counters_interval{10000};
   };
 
   XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal);
@@ -96,6 +102,15 @@ class XfrmTracker {
   std::size_t sa_count() const;
   std::size_t policy_count() const;
 
+  // What every watched netns's SAD/SPD holds now (the state snapshot at stop).
+  StateSnapshot snapshot() const;
+  // Writes what changed between `before` (the snapshot of the last clean
+  // stop) and the tables read at start, as records marked while_stopped.
+  void report_changes_while_stopped(const StateSnapshot& before);
+  // service-stopped: the counters' rises per netns since the agent's
+  // baseline, and the reconciliation totals per counter.
+  nlohmann::json counter_detail() const;
+
  private:
   struct Watcher;
   struct Dump;
@@ -118,6 +133,15 @@ class XfrmTracker {
   void emit_lost(const Watcher& w, std::uint64_t count);
   void maybe_stopped();
   void warn_once(const NetnsId& id, const std::string& what);
+  // Counters and reconciliation (the counters_interval timer).
+  void arm_counters();
+  void read_counters(Watcher& w);
+  void dump_sa_stats(Watcher& w);
+  void take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now, bool final);
+  // Forgets the stats of SAs no longer in the table (a flush, a resync).
+  void prune_sa_stats(Watcher& w);
+  void count_record(const Event& e, const std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
+  void emit_loss(const Loss& l);
 
   boost::asio::io_context& io_;
   Config cfg_;
@@ -136,6 +160,10 @@ class XfrmTracker {
   std::optional<Error> start_error_;
   std::function<void()> stopped_;   // stop()'s callback, until nothing waits
   bool stopping_{false};
+  Reconciler recon_;
+  boost::asio::steady_timer counter_timer_;
+  // Rise of each counter that moved, per netns label, since the baselines.
+  std::map<std::string, std::map<std::string, std::uint64_t>> netns_deltas_;
 };
 
 }  // namespace ipsec

@@ -559,6 +559,32 @@ std::vector<Event> XfrmTable::apply(const XfrmMessage& m, TimePoint now) {
 }
 
 std::vector<Event> XfrmTable::resync(std::vector<XfrmSa> sas, std::vector<XfrmPolicy> policies, TimePoint now) {
+  return diff(std::move(sas), std::move(policies), now, false);
+}
+
+std::vector<Event> XfrmTable::diff_while_stopped(std::vector<XfrmSa> sas, std::vector<XfrmPolicy> policies,
+                                                 TimePoint now) {
+  return diff(std::move(sas), std::move(policies), now, true);
+}
+
+std::vector<XfrmSa> XfrmTable::sas() const {
+  std::vector<XfrmSa> v;
+  v.reserve(sas_.size());
+  for (const auto& [k, e] : sas_) v.push_back(e.sa);
+  return v;
+}
+
+std::vector<XfrmPolicy> XfrmTable::policies() const {
+  std::vector<XfrmPolicy> v;
+  v.reserve(policies_.size());
+  for (const auto& [k, p] : policies_) v.push_back(p);
+  return v;
+}
+
+std::vector<Event> XfrmTable::diff(std::vector<XfrmSa> sas, std::vector<XfrmPolicy> policies, TimePoint now,
+                                   bool while_stopped) {
+  const std::string gone = while_stopped ? " (while the agent was stopped)" : " (found missing on resync)";
+  const std::string found = while_stopped ? " (while the agent was stopped)" : " (found on resync)";
   std::vector<Event> out;
   std::set<PolicyKey> new_pols;
   for (const auto& p : policies) new_pols.insert(policy_key(p));
@@ -567,19 +593,19 @@ std::vector<Event> XfrmTable::resync(std::vector<XfrmSa> sas, std::vector<XfrmPo
   for (const auto& [k, p] : policies_)
     if (!new_pols.contains(k)) {
       Event e = policy_event(EventKind::policy_deleted, p, now);
-      e.message = "deleted " + pol_text(p) + " (found missing on resync)" + ns_text(netns_);
+      e.message = "deleted " + pol_text(p) + gone + ns_text(netns_);
       out.push_back(std::move(e));
     }
   for (const auto& p : policies)
     if (!policies_.contains(policy_key(p))) {
       Event e = policy_event(EventKind::policy_added, p, now);
-      e.message = "added " + pol_text(p) + " (found on resync)" + ns_text(netns_);
+      e.message = "added " + pol_text(p) + found + ns_text(netns_);
       out.push_back(std::move(e));
     }
   for (const auto& [k, s] : sas_)
     if (!new_sas.contains(k)) {
       Event e = sa_event(EventKind::sa_deleted, s, now);
-      e.message = "deleted " + sa_text(s.sa) + " (found missing on resync)" + ns_text(netns_);
+      e.message = "deleted " + sa_text(s.sa) + gone + ns_text(netns_);
       out.push_back(std::move(e));
     }
   std::set<SaKey> had;
@@ -588,10 +614,10 @@ std::vector<Event> XfrmTable::resync(std::vector<XfrmSa> sas, std::vector<XfrmPo
   for (const auto& [k, s] : sas_)
     if (!had.contains(k)) {
       Event e = sa_event(EventKind::sa_added, s, now);
-      e.message = "added " + sa_text(s.sa) + " (found on resync)" + ns_text(netns_);
+      e.message = "added " + sa_text(s.sa) + found + ns_text(netns_);
       out.push_back(std::move(e));
     }
-  for (auto& e : out) e.detail["resync"] = true;
+  for (auto& e : out) e.detail[while_stopped ? "while_stopped" : "resync"] = true;
   return out;
 }
 

@@ -85,6 +85,10 @@ class XfrmTable {
   // After an overrun: replaces the table with a fresh dump and returns the
   // adds and deletes that were missed, marked "resync": true.
   std::vector<Event> resync(std::vector<XfrmSa> sas, std::vector<XfrmPolicy> policies, TimePoint now);
+  // The same diff for changes made while the agent was stopped (the table
+  // loaded from the state snapshot, `sas`/`policies` the dump at start):
+  // records marked "while_stopped": true instead.
+  std::vector<Event> diff_while_stopped(std::vector<XfrmSa> sas, std::vector<XfrmPolicy> policies, TimePoint now);
   // Applies one multicast message; returns the records it means (0..n).
   std::vector<Event> apply(const XfrmMessage& m, TimePoint now);
   // Fresh per-SA values (a GETSA reply): updates the entry in place (pointers
@@ -99,6 +103,9 @@ class XfrmTable {
 
   std::size_t sa_count() const { return sas_.size(); }
   std::size_t policy_count() const { return policies_.size(); }
+  // Every SA / policy, in key order (the state snapshot).
+  std::vector<XfrmSa> sas() const;
+  std::vector<XfrmPolicy> policies() const;
   const XfrmPolicy* find_policy(const PolicyKey& k) const;
   const std::optional<XfrmPolicyDefault>& defaults() const { return defaults_; }
   void set_defaults(const XfrmPolicyDefault& d) { defaults_ = d; }
@@ -118,6 +125,7 @@ class XfrmTable {
   template <typename F>
   void for_each_candidate_sa(const XfrmPolicy& p, F&& f);
   void clear();
+  std::vector<Event> diff(std::vector<XfrmSa> sas, std::vector<XfrmPolicy> policies, TimePoint now, bool while_stopped);
 
   Event base(EventKind k, TimePoint now) const;
   Event sa_event(EventKind k, const SaEntry& e, TimePoint now) const;

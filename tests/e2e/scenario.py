@@ -486,6 +486,15 @@ def check_reconciliation(C, recs, st):
     for counter, records in pairs:
         C.check(d.get(counter, 0) == records and records > 0,
                 "reconciled: %s +%d == %d records" % (counter, d.get(counter, 0), records))
+    # The agent's own reconciliation (service-stopped) found the same: every
+    # paired counter had its records, nothing written as lost.
+    stopped = [r for r in recs if r.get("event") == "service-stopped"]
+    rc = (stopped[-1].get("counters") or {}).get("reconciliation", {}) if stopped else {}
+    lost = [r for r in recs if r.get("event") == "events-lost" and r.get("source") == "counters"]
+    C.check(set(rc) >= {"XfrmInNoStates", "XfrmOutStateSeqError", "integrity_failed", "replay"}
+            and all(v.get("lost") == 0 and 0 < v.get("counted", 0) <= v.get("seen", 0) for v in rc.values())
+            and not lost, "agent's reconciliation: every paired counter's rise had its records, no events-lost",
+            "%s %s" % (json.dumps(rc), json.dumps(lost[:2])[:300]))
     for f in (4, 6):
         sa, spi = st["sa_final"][f], FAM[f]["spi"]
         got = {"failed": n("integrity-check-failed", spi=spi), "replay": n("replay-check-failed", spi=spi),

@@ -9,11 +9,13 @@
 #include "agent/options.hpp"
 #include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
+#include "audit/state_snapshot.hpp"
 #include "audit/xfrm_table.hpp"
 #include "tests/fuzz/json_check.hpp"
 #include "xfrm/audit_record.hpp"
 #include "xfrm/kernel_audit.hpp"
 #include "xfrm/xfrm_message.hpp"
+#include "xfrm/xfrm_stat.hpp"
 
 namespace ipsec::fuzz {
 namespace {
@@ -100,11 +102,28 @@ std::string config(Bytes input) {
   return r ? "" : check_error(r.error(), "config");
 }
 
+std::string state_text(Bytes input) {
+  const auto text = as_text(input);
+  if (auto st = parse_xfrm_stat(text); !st) {
+    if (auto b = check_error(st.error(), "xfrm_stat"); !b.empty()) return b;
+  }
+  auto snap = parse_snapshot(text);
+  if (!snap) return check_error(snap.error(), "state snapshot");
+  const JsonWriter w("fuzz");
+  for (auto& [label, tables] : *snap) {
+    for (const auto& e : changes_while_stopped(label, tables, NetnsTables{}, kNow))
+      if (auto b = write_checked(w, e); !b.empty()) return b;
+    for (const auto& e : changes_while_stopped(label, NetnsTables{}, tables, kNow))
+      if (auto b = write_checked(w, e); !b.empty()) return b;
+  }
+  return "";
+}
+
 std::span<const Target> targets() {
   static constexpr std::array kTargets{
       Target{"audit_text", audit_text},     Target{"audit_datagram", audit_datagram},
       Target{"audit_status", audit_status}, Target{"xfrm_message", xfrm_message},
-      Target{"config", config},
+      Target{"config", config},         Target{"state_text", state_text},
   };
   return kTargets;
 }

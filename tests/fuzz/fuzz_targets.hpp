@@ -27,6 +27,10 @@ std::string audit_status(Bytes input);
 std::string xfrm_message(Bytes input);
 // The config file (JSON) applied to default options.
 std::string config(Bytes input);
+// The agent's other text inputs: /proc/net/xfrm_stat (parse_xfrm_stat) and
+// the state snapshot (parse_snapshot, then the while_stopped diff both ways
+// -> JSON lines).
+std::string state_text(Bytes input);
 
 struct Target {
   const char* name;

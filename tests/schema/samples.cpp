@@ -3,6 +3,7 @@
 // validates them against docs/schema/ipsec-audit-1.schema.json.
 #include <chrono>
 #include <cstdio>
+#include <vector>
 
 #include "audit/catalogue.hpp"
 #include "audit/json_writer.hpp"
@@ -110,5 +111,36 @@ int main() {
               std::chrono::system_clock::now()),
           line);
   std::fwrite(line.data(), 1, line.size(), stdout);
+  // Counters and reconciliation: a 4963 aggregate, a loss per SA and one over
+  // the watched namespaces, a change made while stopped, service-stopped's totals.
+  {
+    std::vector<Event> more(5);
+    more[0].kind = EventKind::cleartext_packet_dropped;
+    more[0].source = Source::counters;
+    more[0].count = 5;
+    more[0].netns = "vpn";
+    more[0].detail = {{"counter", {{"name", "XfrmInTmplMismatch"}, {"value", 7}}}};
+    more[1] = make_events_lost(Source::counters, 2, "integrity_failed", false, "2 lost");
+    more[1].netns = "vpn";
+    more[1].spi = 0x1001;
+    more[1].detail["lost"].update({{"count", 2}, {"netns", "vpn"}, {"spi", 0x1001}, {"sa", "dst 10.0.0.2 proto 50"}});
+    more[2] = make_events_lost(Source::counters, 1, "XfrmInNoStates", false, "1 lost");
+    more[2].detail["lost"].update({{"count", 1}, {"scope", "watched-netns"}});
+    more[3].kind = EventKind::policy_added;
+    more[3].source = Source::xfrm;
+    more[3].netns = "vpn";
+    more[3].policy = policy;
+    more[3].detail = {{"while_stopped", true}};
+    more[4].kind = EventKind::service_stopped;
+    more[4].detail = {{"counters",
+                       {{"interval_ms", 10000},
+                        {"netns", {{"vpn", {{"XfrmInTmplMismatch", 5}}}}},
+                        {"reconciliation", {{"XfrmInNoStates", {{"counted", 1}, {"seen", 0}, {"lost", 1}}}}}}}};
+    for (const auto& e : more) {
+      line.clear();
+      w.write(e, line);
+      std::fwrite(line.data(), 1, line.size(), stdout);
+    }
+  }
   return 0;
 }

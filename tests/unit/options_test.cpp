@@ -77,6 +77,16 @@ TEST(Config, AppliesAndCommandLineOverrides) {
   EXPECT_TRUE(o->enable_kernel_audit);
 }
 
+TEST(Config, CountersInterval) {
+  Options o;
+  EXPECT_EQ(o.counters_interval_s, 10);
+  ASSERT_TRUE(apply_config(R"({"counters":{"interval_s":0}})", o));
+  EXPECT_EQ(o.counters_interval_s, 0);
+  ASSERT_TRUE(apply_config(R"({"counters":{"interval_s":3600}})", o));
+  EXPECT_EQ(o.counters_interval_s, 3600);
+  EXPECT_FALSE(apply_config(R"({"counters":{"interval_s":3601}})", o));
+}
+
 TEST(Config, ErrorsNameTheKey) {
   struct C {
     const char* json;
@@ -85,6 +95,9 @@ TEST(Config, ErrorsNameTheKey) {
                {R"({"outputs":"stdout"})", "outputs"},
                {R"({"outputs":["bogus"]})", "outputs"},
                {R"({"kernel_audit":{"enable":"yes"}})", "kernel_audit.enable"},
+               {R"({"counters":{"interval_s":-1}})", "counters.interval_s"},
+               {R"({"counters":{"interval":1}})", "counters.interval"},
+               {R"({"counters":5})", "counters"},
                {R"({"kernel_audit":{"x":1}})", "kernel_audit.x"},
                {R"({"state_dir":"rel"})", "state_dir"},
                {R"({"receive_buffer_bytes":1})", "receive_buffer_bytes"}};

@@ -1,0 +1,179 @@
+// Reconciliation arithmetic and the state snapshot (round trip, the diff of
+// changes made while the agent was stopped, what a bad file gives).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "audit/json_writer.hpp"
+#include "audit/reconcile.hpp"
+#include "audit/state_snapshot.hpp"
+
+using namespace ipsec;
+using nlohmann::json;
+
+namespace {
+LossKey host(const char* c) { return LossKey{c, std::nullopt, std::nullopt, ""}; }
+LossKey per_sa(const char* c, std::uint32_t spi) { return LossKey{c, "b", spi, "10.0.0.2/esp"}; }
+std::uint64_t total(const std::vector<Loss>& v) {
+  std::uint64_t n = 0;
+  for (const auto& l : v) n += l.count;
+  return n;
+}
+}  // namespace
+
+TEST(Reconcile, DeltaAndShortfall) {
+  EXPECT_EQ(counter_delta(5, 9), 4u);
+  EXPECT_EQ(counter_delta(9, 9), 0u);
+  EXPECT_EQ(counter_delta(9, 3), 3u);  // reset: the new value is the rise
+  EXPECT_EQ(shortfall(10, 7, 0), 3u);
+  EXPECT_EQ(shortfall(10, 7, 3), 0u);
+  EXPECT_EQ(shortfall(10, 12, 0), 0u);  // more records than counted: never negative
+  EXPECT_EQ(shortfall(~0ULL, 0, 1), ~0ULL - 1);
+}
+
+TEST(Reconcile, RecordsGetOneIntervalToArrive) {
+  Reconciler r;
+  const auto k = host("XfrmInNoStates");
+  r.counted(k, 5);                  // read at tick 1
+  EXPECT_TRUE(r.settle().empty());  // compared at the next tick only
+  r.seen(k, 5);                     // the records arrive after the read
+  EXPECT_TRUE(r.settle().empty());
+  r.counted(k, 3);
+  r.seen(k, 1);
+  EXPECT_TRUE(r.settle().empty());
+  const auto l = r.settle();  // 8 counted, 6 seen
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0].key, k);
+  EXPECT_EQ(l[0].count, 2u);
+  EXPECT_TRUE(r.settle().empty());  // written once
+  r.seen(k, 2);                     // late records do not take a loss back
+  r.counted(k, 4);
+  r.settle();
+  EXPECT_EQ(total(r.settle()), 2u);  // 12 counted, 8 seen, 2 lost before: 2 more
+  EXPECT_EQ(r.totals()["XfrmInNoStates"], (json{{"counted", 12}, {"seen", 8}, {"lost", 4}}));
+}
+
+TEST(Reconcile, ClosedPairingSettlesTwiceThenGoes) {
+  Reconciler r;
+  const auto k = per_sa("integrity_failed", 0x1001);
+  r.counted(k, 3);
+  r.seen(k, 1);
+  r.close(k);
+  EXPECT_TRUE(r.settle().empty());  // settles the baseline before the final stats
+  const auto l = r.settle();
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0].count, 2u);
+  EXPECT_EQ(l[0].key.spi, 0x1001u);
+  EXPECT_TRUE(r.entries().empty());
+  EXPECT_EQ(r.totals()["integrity_failed"]["lost"], 2);  // still in the totals
+}
+
+TEST(Reconcile, CloseIfPicks) {
+  Reconciler r;
+  r.counted(per_sa("replay", 1), 1);
+  r.counted(per_sa("replay", 2), 1);
+  r.close_if([](const LossKey& k) { return k.spi == 1u; });
+  r.settle();
+  r.settle();
+  ASSERT_EQ(r.entries().size(), 1u);
+  EXPECT_EQ(r.entries().begin()->first.spi, 2u);
+}
+
+namespace {
+XfrmSa sa(std::uint32_t spi, const char* dst = "10.0.0.2") {
+  XfrmSa s;
+  s.saddr = *IpAddress::parse("10.0.0.1");
+  s.daddr = *IpAddress::parse(dst);
+  s.spi = spi;
+  s.proto = 50;
+  s.reqid = 1;
+  s.mode = 0;
+  s.aead = XfrmAeadAlg{"rfc4106(gcm(aes))", 128};
+  s.stats.integrity_failed = 4;
+  s.selector.family = 2;
+  return s;
+}
+XfrmPolicy pol(std::uint32_t index, std::uint8_t dir) {
+  XfrmPolicy p;
+  p.index = index;
+  p.dir = dir;
+  p.priority = 100;
+  p.selector.family = 2;
+  p.selector.saddr = IpAddress::parse("10.0.0.1");
+  p.selector.daddr = IpAddress::parse("10.0.0.2");
+  p.selector.prefixlen_s = p.selector.prefixlen_d = 32;
+  p.selector.dport = 7777;
+  p.selector.dport_mask = 0xffff;
+  p.selector.proto = 17;
+  XfrmTemplate t;
+  t.proto = 50;
+  t.reqid = 1;
+  t.daddr = *IpAddress::parse("10.0.0.2");
+  t.saddr = *IpAddress::parse("10.0.0.1");
+  p.templates.push_back(t);
+  return p;
+}
+}  // namespace
+
+TEST(StateSnapshot, RoundTripKeepsIdentityOnly) {
+  StateSnapshot s;
+  XfrmSa marked = sa(0x1002, "fd00::2");
+  marked.mark = XfrmMark{7, 0xff};
+  marked.if_id = 9;
+  s["b"] = NetnsTables{{sa(0x1001), marked}, {pol(8, 0)}};
+  s[""] = NetnsTables{};
+  const std::string text = snapshot_text(s);
+  EXPECT_EQ(text.find("gcm"), std::string::npos);  // no algorithm, no key
+  EXPECT_EQ(text.find("integrity"), std::string::npos);
+  auto back = parse_snapshot(text);
+  ASSERT_TRUE(back) << back.error().message;
+  ASSERT_EQ(back->size(), 2u);
+  const auto& b = back->at("b");
+  ASSERT_EQ(b.sas.size(), 2u);
+  EXPECT_EQ(b.sas[0].spi, 0x1001u);
+  EXPECT_FALSE(b.sas[0].aead.has_value());
+  EXPECT_EQ(b.sas[1].daddr, *IpAddress::parse("fd00::2"));
+  EXPECT_EQ(b.sas[1].mark, (XfrmMark{7, 0xff}));
+  EXPECT_EQ(b.sas[1].if_id, 9u);
+  ASSERT_EQ(b.policies.size(), 1u);
+  EXPECT_EQ(b.policies[0], pol(8, 0));  // a policy holds no secret: kept whole, but for lifetimes
+}
+
+TEST(StateSnapshot, BadFilesAreErrorsNotCrashes) {
+  for (const char* bad : {"", "{", "[]", "{\"format\":\"other\"}", "{\"format\":\"ipsec-audit-state/1\"}",
+                          R"({"format":"ipsec-audit-state/1","netns":{"b":{"sas":[{"daddr":"x"}],"policies":[]}}})",
+                          R"({"format":"ipsec-audit-state/1","netns":{"b":{"sas":[],"policies":[{"index":-1}]}}})",
+                          R"({"format":"ipsec-audit-state/1","netns":{"b":{"sas":{},"policies":[]}}})",
+                          R"({"format":"ipsec-audit-state/1","netns":{"b":[]}})",
+                          R"({"format":"ipsec-audit-state/1","netns":{"b":{"sas":[1],"policies":[]}}})"}) {
+    auto r = parse_snapshot(bad);
+    EXPECT_FALSE(r) << bad;
+  }
+  std::string cut = snapshot_text(StateSnapshot{{"b", NetnsTables{{sa(1)}, {pol(8, 0)}}}});
+  for (std::size_t n = 0; n + 1 < cut.size(); n += 7) EXPECT_FALSE(parse_snapshot(cut.substr(0, n)));
+}
+
+TEST(StateSnapshot, ChangesWhileStoppedAreTheDiff) {
+  NetnsTables before{{sa(0x1001), sa(0x1002)}, {pol(8, 0), pol(16, 1)}};
+  NetnsTables now{{sa(0x1002), sa(0x1003)}, {pol(16, 1), pol(24, 0)}};
+  const auto events = changes_while_stopped("b", before, now, std::chrono::system_clock::time_point{});
+  std::map<EventKind, std::vector<std::uint32_t>> got;
+  for (const auto& e : events) {
+    EXPECT_EQ(e.detail.value("while_stopped", false), true);
+    EXPECT_FALSE(e.detail.contains("resync"));
+    EXPECT_NE(e.message.find("while the agent was stopped"), std::string::npos);
+    std::string line;
+    JsonWriter("h").write(e, line);
+    const json j = json::parse(line);
+    EXPECT_EQ(j["while_stopped"], true);
+    EXPECT_EQ(j["netns"], "b");
+    if (e.sa) got[e.kind].push_back(j["sa"]["spi"].get<std::uint32_t>());
+    if (e.policy) got[e.kind].push_back(j["policy"]["index"].get<std::uint32_t>());
+  }
+  EXPECT_EQ(got[EventKind::sa_deleted], std::vector<std::uint32_t>{0x1001});
+  EXPECT_EQ(got[EventKind::sa_added], std::vector<std::uint32_t>{0x1003});
+  EXPECT_EQ(got[EventKind::policy_deleted], std::vector<std::uint32_t>{8});
+  EXPECT_EQ(got[EventKind::policy_added], std::vector<std::uint32_t>{24});
+  EXPECT_EQ(events.size(), 4u);
+  EXPECT_TRUE(changes_while_stopped("b", now, now, {}).empty());
+}
