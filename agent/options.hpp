@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "audit/flood_limiter.hpp"
 #include "audit/sink.hpp"
 #include "xfrm/result.hpp"
 
@@ -33,6 +34,11 @@ struct Options {
   // "all" every name under /run/netns (followed) plus the agent's own.
   std::vector<std::string> netns{""};
   bool xfrm_aevents{false};
+  // Packet-record flood limits (config "flood"): applied live on SIGHUP.
+  FloodConfig flood;
+  // Prometheus textfile (config "metrics"): empty is off.
+  std::string metrics_path;
+  int metrics_interval_s{15};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in
