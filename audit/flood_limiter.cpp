@@ -47,19 +47,7 @@ void FloodLimiter::configure(const FloodConfig& c) {
 }
 
 bool FloodLimiter::limited(const Event& e) {
-  if (e.count != 1 || e.source == Source::counters) return false;
-  switch (e.kind) {
-    case EventKind::integrity_check_failed:
-    case EventKind::replay_check_failed:
-    case EventKind::replay_sequence_too_low:
-    case EventKind::cleartext_packet_dropped:
-    case EventKind::incorrect_spi:
-    case EventKind::sequence_overflow:
-    case EventKind::fragment_received:
-      return true;
-    default:
-      return false;
-  }
+  return e.count == 1 && e.source != Source::counters && is_packet_event(e.kind);
 }
 
 bool FloodLimiter::admit(const Event& e, Clock::time_point now) {

@@ -100,10 +100,7 @@ std::string format_metrics(const MetricsInput& in) {
          "Flood summary records written per event kind (each carries the number of records it summarises).");
   for (std::size_t i = 0; i < kEventKindCount; ++i) {
     const auto k = static_cast<EventKind>(i);
-    Event probe;
-    probe.kind = k;
-    probe.source = Source::kernel_audit;
-    if (!FloodLimiter::limited(probe)) continue;
+    if (!is_packet_event(k)) continue;
     sample(out, "ipsec_audit_summary_records_total", {{"event", catalogue(k).name}}, st.summaries[i]);
   }
 

@@ -15,6 +15,7 @@
 #include "audit/flood_limiter.hpp"
 #include "audit/metrics.hpp"
 #include "audit/pipeline.hpp"
+#include "capture_sink.hpp"
 
 using namespace ipsec;
 using namespace std::chrono_literals;
@@ -205,15 +206,6 @@ TEST(FloodLimiter, ReloadCapsBucketsToTheNewBurst) {
 }
 
 namespace {
-struct Capture final : public Sink {
-  std::vector<nlohmann::json> records;
-  std::string_view name() const override { return "capture"; }
-  bool write(std::string_view lines) override {
-    records.push_back(nlohmann::json::parse(lines));
-    count_written(1);
-    return true;
-  }
-};
 
 struct Fixture {
   Pipeline p{"h"};
