@@ -14,6 +14,7 @@
 #include "agent/state_file.hpp"
 #include "audit/catalogue.hpp"
 #include "audit/json_writer.hpp"
+#include "audit/metrics.hpp"
 
 namespace ipsec {
 
@@ -27,6 +28,9 @@ std::string hostname() {
 
 // How often file outputs are checked for having been deleted or replaced.
 constexpr std::chrono::seconds kOutputCheck{1};
+// How often the flood limiter is asked for the summaries that are due (it
+// answers at once when none is).
+constexpr std::chrono::seconds kSummaryCheck{1};
 
 Daemon::Daemon(Options opts, Loader reload)
     : opts_(std::move(opts)),
@@ -34,7 +38,9 @@ Daemon::Daemon(Options opts, Loader reload)
       loader_(std::move(reload)),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       output_timer_(io_),
-      watchdog_timer_(io_) {}
+      watchdog_timer_(io_),
+      summary_timer_(io_),
+      metrics_timer_(io_) {}
 
 Result<std::vector<std::unique_ptr<Sink>>> Daemon::open_sinks(const Options& o) const {
   std::vector<std::unique_ptr<Sink>> v;
@@ -59,6 +65,44 @@ void Daemon::arm_output_check() {
     pipeline_->check_outputs();
     arm_output_check();
   });
+}
+
+void Daemon::arm_summaries() {
+  summary_timer_.expires_after(kSummaryCheck);
+  summary_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    pipeline_->write_due_summaries();
+    arm_summaries();
+  });
+}
+
+void Daemon::arm_metrics() {
+  metrics_timer_.cancel();
+  if (opts_.metrics_path.empty()) return;
+  metrics_timer_.expires_after(std::chrono::seconds(opts_.metrics_interval_s));
+  metrics_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    write_metrics(true);
+    arm_metrics();
+  });
+}
+
+void Daemon::write_metrics(bool up) {
+  if (opts_.metrics_path.empty() || !pipeline_) return;
+  MetricsInput in;
+  in.stats = &pipeline_->stats();
+  in.sinks = sink_metrics(pipeline_->sinks());
+  in.up = up;
+  in.start_time_seconds = start_time_;
+  in.flood_keys = pipeline_->flood().keys();
+  in.flood_held = pipeline_->flood().held();
+  if (auto r = write_file_atomic(opts_.metrics_path, format_metrics(in)); !r) {
+    if (!metrics_failing_) log(LogLevel::warning, "metrics: " + r.error().message);
+    metrics_failing_ = true;
+  } else {
+    if (metrics_failing_) log(LogLevel::info, "metrics: " + opts_.metrics_path + " written again");
+    metrics_failing_ = false;
+  }
 }
 
 void Daemon::arm_watchdog(std::chrono::microseconds period) {
@@ -106,13 +150,26 @@ void Daemon::reload() {
       restart.emplace_back("kernel_audit.status_interval_seconds");
     }
   }
+  if (next->flood != opts_.flood) {
+    pipeline_->set_flood(next->flood);
+    opts_.flood = next->flood;
+    applied.emplace_back("flood");
+  }
+  if (next->metrics_path != opts_.metrics_path || next->metrics_interval_s != opts_.metrics_interval_s) {
+    opts_.metrics_path = next->metrics_path;
+    opts_.metrics_interval_s = next->metrics_interval_s;
+    metrics_failing_ = false;
+    write_metrics(true);  // at once: a new path should not wait an interval
+    arm_metrics();
+    applied.emplace_back("metrics");
+  }
   // Fixed at start: the sockets, namespaces and capabilities follow from them.
   if (next->enable_kernel_audit != opts_.enable_kernel_audit) restart.emplace_back("kernel_audit.enable");
   if (next->netns != opts_.netns) restart.emplace_back("netns");
   if (next->xfrm_aevents != opts_.xfrm_aevents) restart.emplace_back("xfrm_aevents");
   if (next->receive_buffer_bytes != opts_.receive_buffer_bytes) restart.emplace_back("receive_buffer_bytes");
   if (next->state_dir != opts_.state_dir) restart.emplace_back("state_dir");
-  if (next->counters_interval_s != opts_.counters_interval_s) restart.emplace_back("counters.interval_s");
+  if (next->counters_interval_s != opts_.counters_interval_s) restart.emplace_back("counters.interval_seconds");
   if (next->control_socket != opts_.control_socket) restart.emplace_back("control_socket");
   if (next->control_group != opts_.control_group) restart.emplace_back("control_group");
   std::string msg = "config " + path + " reloaded";
@@ -313,11 +370,7 @@ nlohmann::json Daemon::status_json() const {
               {"policies", policies},
               {"aevents", opts_.xfrm_aevents}}}}},
           {"kernel_audit", kernel_audit_detail()},
-          {"records",
-           {{"submitted", ps.submitted},
-            {"written", ps.written},
-            {"suppressed", ps.suppressed},
-            {"by_event", by_kind_json(ps)}}},
+          {"records", records_json(ps, true)},
           {"events_lost", std::move(lost)},
           {"sinks", std::move(sinks)},
           {"control", std::move(control)}};
@@ -430,7 +483,9 @@ void Daemon::critical(const std::string& why) {
   if (control_) control_->stop();
   if (audit_) audit_->stop();
   if (xfrm_) xfrm_->abandon();
+  pipeline_->flush_summaries();
   agent_event(EventKind::critical_failure, "critical failure, the agent stops: " + why);
+  write_metrics(false);
   exit_code_ = 1;
   sd_notify(0, "STOPPING=1");
   io_.stop();
@@ -454,6 +509,8 @@ void Daemon::on_signal(int signo) {
   output_timer_.cancel();
   watchdog_timer_.cancel();
   if (control_) control_->stop();
+  summary_timer_.cancel();
+  metrics_timer_.cancel();
   // 5479 comes last: after what the sockets had queued is written, and after
   // the kernel has answered what that needed (or not, within its deadline).
   stop_sources([this, signo] { write_stopped(signo); });
@@ -483,10 +540,11 @@ void Daemon::write_stopped(int signo) {
   nlohmann::json outs = nlohmann::json::array();
   for (const auto& sk : pipeline_->sinks()) outs.push_back(sink_json(*sk));
   d["outputs"] = std::move(outs);
-  d["records"] = {{"submitted", pipeline_->stats().submitted},
-                  {"written", pipeline_->stats().written},
-                  {"suppressed", pipeline_->stats().suppressed}};
+  // Every summary still held is written before 5479, so that its counts add up.
+  pipeline_->flush_summaries();
+  d["records"] = records_json(pipeline_->stats());
   agent_event(EventKind::service_stopped, "IPsec audit stopped", std::move(d));
+  write_metrics(false);
   io_.stop();
 }
 
@@ -495,7 +553,9 @@ int Daemon::run() {
   std::signal(SIGPIPE, SIG_IGN);
   // A file-size limit is a failed (cut back) write too.
   std::signal(SIGXFSZ, SIG_IGN);
+  start_time_ = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   pipeline_ = std::make_unique<Pipeline>(hostname());
+  pipeline_->set_flood(opts_.flood);
   auto sinks = open_sinks(opts_);
   if (!sinks) {
     log(LogLevel::error, sinks.error().message);
@@ -569,6 +629,7 @@ int Daemon::run() {
         "capabilities this configuration wants but the agent was not given: " + capability_names(dropped->missing));
 
   arm_output_check();
+  arm_summaries();
   std::uint64_t watchdog_usec = 0;
   if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0)
     arm_watchdog(std::chrono::microseconds(watchdog_usec / 2));
@@ -605,6 +666,8 @@ int Daemon::run() {
   deferred_.clear();
   audit_->report_start_state();
   report_changes_while_stopped();
+  write_metrics(true);
+  arm_metrics();
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
   io_.run();

@@ -32,6 +32,9 @@ class Daemon {
   void arm_signals();
   void reload();
   void arm_output_check();
+  void arm_summaries();
+  void arm_metrics();
+  void write_metrics(bool up);
   void arm_watchdog(std::chrono::microseconds period);
   Result<std::vector<std::unique_ptr<Sink>>> open_sinks(const Options& o) const;
   void critical(const std::string& why);
@@ -61,6 +64,10 @@ class Daemon {
   boost::asio::signal_set signals_;
   boost::asio::steady_timer output_timer_;
   boost::asio::steady_timer watchdog_timer_;
+  boost::asio::steady_timer summary_timer_;
+  boost::asio::steady_timer metrics_timer_;
+  double start_time_{0};        // Unix time, for ipsec_audit_start_time_seconds
+  bool metrics_failing_{false};  // a failed metrics write is logged once per episode
   std::string capabilities_;  // what was kept, for service-started
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<XfrmTracker> xfrm_;

@@ -227,9 +227,9 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
     } else if (k == "counters") {
       if (!v.is_object()) return bad("config key 'counters' must be an object");
       for (auto& [kk, vv] : v.items()) {
-        if (kk == "interval_s") {
+        if (kk == "interval_seconds") {
           if (!vv.is_number_integer() || vv.get<long long>() < 0 || vv.get<long long>() > 3600)
-            return bad("config key 'counters.interval_s' must be 0..3600");
+            return bad("config key 'counters.interval_seconds' must be 0..3600");
           o.counters_interval_s = vv.get<int>();
         } else {
           return bad("unknown config key 'counters." + printable(kk) + "'");
@@ -253,6 +253,51 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
       if (!v.is_number_integer() || v.get<long long>() < 4096 || v.get<long long>() > (1LL << 30))
         return bad("config key 'receive_buffer_bytes' must be 4096..1073741824");
       o.receive_buffer_bytes = v.get<int>();
+    } else if (k == "flood") {
+      if (!v.is_object()) return bad("config key 'flood' must be an object");
+      for (auto& [kk, vv] : v.items()) {
+        if (kk == "rate") {
+          if (!vv.is_number() || vv.get<double>() < 0 || vv.get<double>() > 1e6)
+            return bad("config key 'flood.rate' must be a number of records per second, 0..1000000");
+          o.flood.rate = vv.get<double>();
+        } else if (kk == "burst") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 1 || vv.get<long long>() > 1000000)
+            return bad("config key 'flood.burst' must be 1..1000000");
+          o.flood.burst = vv.get<std::uint32_t>();
+        } else if (kk == "interval_seconds") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 1 || vv.get<long long>() > 86400)
+            return bad("config key 'flood.interval_seconds' must be 1..86400");
+          o.flood.interval = std::chrono::seconds(vv.get<long long>());
+        } else if (kk == "max_keys") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 16 || vv.get<long long>() > (1LL << 20))
+            return bad("config key 'flood.max_keys' must be 16..1048576");
+          o.flood.max_keys = vv.get<std::size_t>();
+        } else {
+          return bad("unknown config key 'flood." + printable(kk) + "'");
+        }
+      }
+    } else if (k == "metrics") {
+      if (!v.is_object()) return bad("config key 'metrics' must be an object");
+      for (auto& [kk, vv] : v.items()) {
+        if (kk == "path") {
+          if (vv.is_null()) {
+            o.metrics_path.clear();
+            continue;
+          }
+          const std::string path = vv.is_string() ? vv.get<std::string>() : std::string();
+          if (path.empty() || path.front() != '/' || path.back() == '/' || path.find('\0') != std::string::npos)
+            return bad("config key 'metrics.path' must be an absolute file path, or null");
+          if (path.size() < 6 || path.compare(path.size() - 5, 5, ".prom") != 0)
+            return bad("config key 'metrics.path' must end in .prom (node_exporter's textfile collector reads only those)");
+          o.metrics_path = path;
+        } else if (kk == "interval_seconds") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 1 || vv.get<long long>() > 3600)
+            return bad("config key 'metrics.interval_seconds' must be 1..3600");
+          o.metrics_interval_s = vv.get<int>();
+        } else {
+          return bad("unknown config key 'metrics." + printable(kk) + "'");
+        }
+      }
     } else {
       return bad("unknown config key '" + printable(k) + "'");
     }

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "audit/flood_limiter.hpp"
 #include "audit/sink.hpp"
 #include "xfrm/result.hpp"
 
@@ -32,13 +33,18 @@ struct Options {
   bool enable_kernel_audit{false};
   int audit_status_interval_s{5};  // 0: no status polling (no CAP_AUDIT_CONTROL kept)
   // How often /proc/net/xfrm_stat of each watched netns is read and the
-  // counters reconciled with the records (config counters.interval_s); 0: never.
+  // counters reconciled with the records (config counters.interval_seconds); 0: never.
   int counters_interval_s{10};
   int receive_buffer_bytes{8 << 20};
   // Network namespaces whose SAD/SPD are tracked: "" is the agent's own,
   // "all" every name under /run/netns (followed) plus the agent's own.
   std::vector<std::string> netns{""};
   bool xfrm_aevents{false};
+  // Packet-record flood limits (config "flood"): applied live on SIGHUP.
+  FloodConfig flood;
+  // Prometheus textfile (config "metrics"): empty is off.
+  std::string metrics_path;
+  int metrics_interval_s{15};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in

@@ -99,6 +99,21 @@ static_assert(message_ids_complete(), "every kind needs its own 32-hex-digit MES
 
 }  // namespace
 
+bool is_packet_event(EventKind k) {
+  switch (k) {
+    case EventKind::integrity_check_failed:
+    case EventKind::replay_check_failed:
+    case EventKind::replay_sequence_too_low:
+    case EventKind::cleartext_packet_dropped:
+    case EventKind::incorrect_spi:
+    case EventKind::sequence_overflow:
+    case EventKind::fragment_received:
+      return true;
+    default:
+      return false;
+  }
+}
+
 const CatalogueEntry& catalogue(EventKind k) { return kTable[static_cast<std::size_t>(k)]; }
 
 std::string_view journal_message_id(EventKind k) { return kMessageIds[static_cast<std::size_t>(k)]; }

@@ -23,6 +23,8 @@ struct CatalogueEntry {
 };
 
 const CatalogueEntry& catalogue(EventKind k);
+// The packet events: 4960-4965, sequence-overflow, fragment-received.
+bool is_packet_event(EventKind k);
 std::optional<EventKind> event_kind_from_name(std::string_view name);
 // The journald MESSAGE_ID of a kind: 32 lowercase hex digits, stable.
 std::string_view journal_message_id(EventKind k);

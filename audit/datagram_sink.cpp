@@ -13,20 +13,9 @@
 namespace ipsec {
 
 int record_severity(const Event& e) {
-  switch (e.kind) {
-    case EventKind::critical_failure:
-      return 3;
-    case EventKind::integrity_check_failed:
-    case EventKind::replay_check_failed:
-    case EventKind::replay_sequence_too_low:
-    case EventKind::cleartext_packet_dropped:
-    case EventKind::incorrect_spi:
-    case EventKind::sequence_overflow:
-    case EventKind::fragment_received:
-      return 5;
-    default:
-      return catalogue(e.kind).audit_class == AuditClass::failure ? 4 : 6;
-  }
+  if (e.kind == EventKind::critical_failure) return 3;
+  if (is_packet_event(e.kind)) return 5;
+  return catalogue(e.kind).audit_class == AuditClass::failure ? 4 : 6;
 }
 
 namespace {

@@ -1,5 +1,6 @@
 #include "audit/pipeline.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "audit/catalogue.hpp"
@@ -15,28 +16,86 @@ nlohmann::json sink_json(const Sink& s) {
   return j;
 }
 
-nlohmann::json kind_counts_json(const KindCounts& k) {
-  return {{"written", k.written}, {"suppressed", k.suppressed}};
-}
-
-nlohmann::json by_kind_json(const PipelineStats& s) {
-  nlohmann::json j = nlohmann::json::object();
-  for (std::size_t i = 0; i < kEventKindCount; ++i)
-    j[std::string(catalogue(static_cast<EventKind>(i)).name)] = kind_counts_json(s.by_kind[i]);
-  return j;
+nlohmann::json records_json(const PipelineStats& st, bool every_kind) {
+  nlohmann::json by = nlohmann::json::object();
+  std::uint64_t written = 0;
+  for (std::size_t i = 0; i < kEventKindCount; ++i) {
+    written += st.written[i];
+    if (!every_kind && st.received[i] == 0 && st.summaries[i] == 0) continue;
+    nlohmann::json k = {{"received", st.received[i]},
+                        {"written", st.written[i]},
+                        {"suppressed", st.suppressed_by_kind[i]},
+                        {"summarised", st.summarised[i]}};
+    if (st.summaries[i] != 0) k["summary_records"] = st.summaries[i];
+    by[std::string(catalogue(static_cast<EventKind>(i)).name)] = std::move(k);
+  }
+  return {{"submitted", st.submitted},
+          {"written", written},
+          {"suppressed", st.suppressed},
+          {"by_event", std::move(by)}};
 }
 
 void Pipeline::submit(const Event& e) {
   ++stats_.submitted;
+  const auto k = static_cast<std::size_t>(e.kind);
+  ++stats_.received[k];
+  if (e.kind == EventKind::events_lost) count_lost(e);
   const auto& c = catalogue(e.kind);
-  auto& counts = stats_.by_kind[static_cast<std::size_t>(e.kind)];
   if (!c.always_written && !policy_.allows(c.audit_class)) {
     ++stats_.suppressed;
-    ++counts.suppressed;
+    ++stats_.suppressed_by_kind[k];
     return;
   }
-  ++stats_.written;
-  ++counts.written;
+  if (FloodLimiter::limited(e) && !flood_.admit(e, now_())) {
+    ++stats_.summarised[k];
+    return;
+  }
+  ++stats_.written[k];
+  write(e);
+}
+
+void Pipeline::count_lost(const Event& e) {
+  std::string_view name = "unknown";
+  if (e.detail.is_object()) {
+    const auto lost = e.detail.find("lost");
+    if (lost != e.detail.end() && lost->is_object()) {
+      const auto c = lost->find("counter");
+      if (c != lost->end() && c->is_string()) name = c->get_ref<const std::string&>();
+    }
+  }
+  auto& v = stats_.lost;
+  auto it = std::find_if(v.begin(), v.end(), [name](const auto& p) { return p.first == name; });
+  if (it == v.end() && v.size() >= PipelineStats::kMaxLostCounters)
+    it = std::find_if(v.begin(), v.end(), [](const auto& p) { return p.first == "other"; });
+  if (it == v.end()) {
+    v.emplace_back(std::string(v.size() + 1 >= PipelineStats::kMaxLostCounters ? "other" : name), 0);
+    it = v.end() - 1;
+  }
+  it->second += e.count;
+}
+
+void Pipeline::write_due_summaries() {
+  flood_.collect(now_(), due_);
+  write_summaries();
+}
+
+void Pipeline::flush_summaries() {
+  flood_.flush(due_);
+  write_summaries();
+}
+
+void Pipeline::write_summaries() {
+  // A summary is written whatever the switches say now: the records it
+  // stands for were let through when they came.
+  for (const auto& s : due_) {
+    ++stats_.summaries[static_cast<std::size_t>(s.kind)];
+    write(s);
+  }
+  due_.clear();
+}
+
+void Pipeline::write(const Event& e) {
+  ++stats_.by_kind[static_cast<std::size_t>(e.kind)];
   line_.clear();
   writer_.write(e, line_);
   for (auto& s : sinks_) s->write_event(e, line_);

@@ -1,6 +1,8 @@
-// Pipeline: the last stage. Applies the audit policy, serialises each event
-// once and hands it to every sink. Counts what it wrote and what the policy
-// suppressed. Watches sink health: when a sink starts failing it writes one
+// Pipeline: the last stage. Applies the audit policy, then the flood limiter
+// (packet records past their key's rate are held for a summary record),
+// serialises each record once and hands it to every sink. Counts, per event
+// kind, what it received, wrote, suppressed and summarised (docs/DESIGN.md,
+// "Floods"). Watches sink health: when a sink starts failing it writes one
 // output-failed record (to the sinks that work), and when it works again one
 // output-recovered record with the number of records it lost; a file deleted
 // or replaced under a sink is reopened and said so. Single-threaded (runs on
@@ -9,35 +11,36 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "audit/event.hpp"
+#include "audit/flood_limiter.hpp"
 #include "audit/json_writer.hpp"
 #include "audit/policy.hpp"
 #include "audit/sink.hpp"
 
 namespace ipsec {
 
-// What happened to the records of one event kind. Add counters here (and to
-// kind_counts_json) as the pipeline learns new fates for a record.
-struct KindCounts {
-  std::uint64_t written{0};     // handed to the sinks
-  std::uint64_t suppressed{0};  // switched off by the audit policy
-};
-
 struct PipelineStats {
+  using PerKind = std::array<std::uint64_t, kEventKindCount>;
   std::uint64_t submitted{0};
-  std::uint64_t written{0};
   std::uint64_t suppressed{0};  // switched off by the audit policy
-  std::array<KindCounts, kEventKindCount> by_kind{};
+  PerKind by_kind{};            // records written to the sinks, summaries included
+  // Per kind, in records: received = written + suppressed + summarised at
+  // every moment. written: received records written as themselves;
+  // summarised: received records held by the flood limiter, each carried in
+  // the `count` of a summary record (written within flood.interval_seconds,
+  // or at stop). Summary records are written too; they are counted in
+  // `summaries`, not in `written` (their records are in `summarised`).
+  PerKind received{}, written{}, suppressed_by_kind{}, summarised{}, summaries{};
+  // events-lost records seen, by their lost.counter: the sum of their counts.
+  // At most kMaxLostCounters names; any further one is added to "other".
+  std::vector<std::pair<std::string, std::uint64_t>> lost;
+  static constexpr std::size_t kMaxLostCounters = 32;
 };
-
-// {"written": n, "suppressed": n}
-nlohmann::json kind_counts_json(const KindCounts& k);
-// {"<event name>": kind_counts_json, ...} for every kind.
-nlohmann::json by_kind_json(const PipelineStats& s);
 
 class Pipeline {
  public:
@@ -47,8 +50,16 @@ class Pipeline {
   void replace_sinks(std::vector<std::unique_ptr<Sink>> sinks) { sinks_ = std::move(sinks); }
   void set_policy(AuditPolicy p) { policy_ = p; }
   const AuditPolicy& policy() const { return policy_; }
+  void set_flood(const FloodConfig& c) { flood_.configure(c); }
+  const FloodLimiter& flood() const { return flood_; }
+  // The limiter's time (steady clock); tests set a fake one.
+  void set_clock(std::function<FloodLimiter::Clock::time_point()> now) { now_ = std::move(now); }
 
   void submit(const Event& e);
+  // Timer (1 s): writes the flood summaries that are due, evicts idle keys.
+  void write_due_summaries();
+  // At stop, before service-stopped: writes every summary still held.
+  void flush_summaries();
   // Reopens every file sink (SIGHUP); returns the errors, if any, as text.
   std::vector<std::string> reopen();
   // Timer (1 s): lets each sink notice a deleted or replaced file.
@@ -59,16 +70,28 @@ class Pipeline {
 
  private:
   void submit_health(const Sink& s, SinkTransition t);
+  void write(const Event& e);
+  void write_summaries();
+  void count_lost(const Event& e);
 
   JsonWriter writer_;
   AuditPolicy policy_;
   std::vector<std::unique_ptr<Sink>> sinks_;
   PipelineStats stats_;
-  std::string line_;  // reused: no allocation per record once warm
+  FloodLimiter flood_;
+  std::function<FloodLimiter::Clock::time_point()> now_{[] { return FloodLimiter::Clock::now(); }};
+  std::vector<Event> due_;  // summaries to write, reused
+  std::string line_;        // reused: no allocation per record once warm
 };
 
 // The "output" detail of output-failed / output-recovered records and of
 // service-stopped: a sink's name and counters.
 nlohmann::json sink_json(const Sink& s);
+// The "records" detail of service-stopped: submitted and suppressed, and per
+// event kind received (only kinds that had any) = written + suppressed +
+// summarised, with the summary records written.
+// `every_kind`: all kinds, with zeros (the control socket's status, whose
+// readers look a kind up by name).
+nlohmann::json records_json(const PipelineStats& st, bool every_kind = false);
 
 }  // namespace ipsec

@@ -9,8 +9,9 @@ RUN="iproute2"
 # netbase: /etc/protocols, which `ip xfrm ... proto NAME` and getprotobyname need
 # (a minimal root such as debootstrap minbase or a container image lacks it).
 # clang, libclang-rt-14-dev, llvm-14: the fuzzers and sanitizer runtimes; rpm, lintian,
-# rpmlint, systemd, logrotate: building and checking the packages.
-TEST="python3 python3-jsonschema netbase nftables qemu-system-x86 busybox-static kmod cpio \
+# rpmlint, systemd, logrotate: building and checking the packages. python3-prometheus-client:
+# its text parser reads the metrics file in the tests.
+TEST="python3 python3-jsonschema python3-prometheus-client netbase nftables qemu-system-x86 busybox-static kmod cpio \
 clang libclang-rt-14-dev llvm-14 rpm lintian rpmlint systemd logrotate"
 case "${1:-all}" in
   run) PKGS="$BUILD $RUN" ;;

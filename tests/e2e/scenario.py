@@ -63,6 +63,11 @@ FAM = {
 ALGS = {4: {"aead": {"name": "rfc4106(gcm(aes))", "icv_bits": 128}},
         6: {"auth": {"name": "hmac(sha256)", "trunc_bits": 128}, "enc": {"name": "cbc(aes)"}}}
 PORT, OPORT = 9999, 8888
+# A bad-SPI flood (step v4-bad-spi-flood): FLOOD_N packets to an unknown SPI,
+# sent in paced batches (the kernel audit backlog is small), against the
+# agent's default flood limits (50 at once, then 10/s per event, SPI and peer).
+FLOOD_SPI, FLOOD_N, FLOOD_BATCH = 0xBAD0, 400, 25
+FLOOD_BURST, FLOOD_RATE = 50, 10
 ICV_LEN = 16
 
 # ---------------------------------------------------------------- plumbing
@@ -302,7 +307,7 @@ def capture_esp(f, sender, spi):
     return frame
 
 
-def inject(frame, how=None):
+def inject(frame, how=None, times=1):
     fr = bytearray(frame)
     f, off, end = esp_offset(fr)
     if f == 6:  # set the flow label (not covered by the ESP ICV)
@@ -316,7 +321,10 @@ def inject(frame, how=None):
         ps = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         ps.bind(("va", 0))
     try:
-        ps.send(bytes(fr))
+        for i in range(times):
+            ps.send(bytes(fr))
+            if times > 1 and (i + 1) % FLOOD_BATCH == 0:
+                time.sleep(0.02)  # let kauditd drain its queue: loss here is not the agent's
     finally:
         ps.close()
 
@@ -329,6 +337,13 @@ class Agent:
         self.events = self.dir + "/events.jsonl"
         args = ["--foreground", "--enable-kernel-audit", "--output", "jsonl:" + self.events,
                 "--state-dir", self.dir + "/state", "--control-socket", self.dir + "/ctl.sock"] + AGENT_EXTRA_ARGS
+        # The real agent also writes Prometheus metrics (config file only).
+        self.metrics = None
+        if agent != "standin":
+            self.metrics = self.dir + "/ipsec_audit.prom"
+            with open(self.dir + "/agent.conf", "w") as f:
+                json.dump({"metrics": {"path": self.metrics, "interval_seconds": 1}}, f)
+            args += ["--config", self.dir + "/agent.conf"]
         if agent == "standin":
             cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standin-agent.py")] + args
         else:
@@ -396,7 +411,9 @@ class Agent:
 
 
 def is_packet(r):
-    return (r.get("event") in PACKET_EVENTS or r.get("event_id") in PACKET_EVENT_IDS) and r.get("source") != "counters"
+    """A packet record of the provoking steps (the flood's are checked by check_flood)."""
+    return (r.get("event") in PACKET_EVENTS or r.get("event_id") in PACKET_EVENT_IDS) and r.get("source") != "counters" \
+        and r.get("spi") != FLOOD_SPI
 
 
 # ---------------------------------------------------------------- checks
@@ -478,7 +495,10 @@ def check_reconciliation(C, recs, st):
     own counters over the run, per namespace (/proc/net/xfrm_stat) and per SA
     (ip -s -s xfrm state: replay, replay-window, failed)."""
     d = delta(st["counters_start"], st["counters_end"])
-    n = lambda ev, **kw: sum(1 for r in recs if r.get("event") == ev and all(r.get(k) == v for k, v in kw.items()))
+    # A flood summary stands for `count` records.
+    n = lambda ev, **kw: sum(r.get("count", 1) for r in recs
+                             if r.get("event") == ev and r.get("source") != "counters"
+                             and all(r.get(k) == v for k, v in kw.items()))
     pairs = [("b:XfrmInStateProtoError", n("integrity-check-failed")),
              ("b:XfrmInStateSeqError", n("replay-check-failed") + n("replay-sequence-too-low")),
              ("b:XfrmInNoStates", n("incorrect-spi")),
@@ -502,6 +522,54 @@ def check_reconciliation(C, recs, st):
         C.check(all(sa.get(k) == v for k, v in got.items()),
                 "reconciled: per-SA stats of b's SA %#x equal its records %s" % (spi, got),
                 "kernel %s" % {k: sa.get(k) for k in got})
+
+
+def check_flood(C, recs, st, agent):
+    """The bad-SPI flood: a log bounded by the token bucket, and counts that add
+    up: records written one by one + the counts of the summaries == packets
+    sent == the kernel's XfrmInNoStates delta for the step."""
+    ent = next((e for e in st["steps"] if e["step"] == "v4-bad-spi-flood"), None)
+    if ent is None:
+        C.check(False, "flood: the step ran")
+        return
+    fl = [r for r in recs if r.get("event") == "incorrect-spi" and r.get("spi") == FLOOD_SPI]
+    single = [r for r in fl if "summary" not in r]
+    sums = [r for r in fl if "summary" in r]
+    summarised = sum(r["count"] for r in sums)
+    kernel = ent["xfrm_stat_delta"].get("b:XfrmInNoStates", 0)
+    lost = sum(r.get("count", 0) for r in recs if r.get("event") == "events-lost")
+    C.check(len(single) + summarised == FLOOD_N == kernel,
+            "flood: %d records + %d summarised in %d summaries == %d sent == XfrmInNoStates +%d"
+            % (len(single), summarised, len(sums), FLOOD_N, kernel), "events-lost total %d" % lost)
+    bound = FLOOD_BURST + FLOOD_RATE * (ent["seconds"] + 1.5)  # + the wait before the step's counters
+    C.check(len(single) <= bound and sums,
+            "flood: records written one by one bounded by the bucket (%d <= %d) and the rest summarised"
+            % (len(single), bound))
+    C.check(all(r["summary"]["summarised"] == r["count"] and r.get("seq") is None and r.get("src") == FAM[4]["a"]
+                and r["summary"]["first_seq"] == ent["seq"] == r["summary"]["last_seq"] for r in sums),
+            "flood: summaries carry the SPI, the peer, count = summarised, first/last sequence number",
+            json.dumps(sums[:2])[:400])
+    stopped = next((r for r in recs if r.get("event") == "service-stopped"), {})
+    by = stopped.get("records", {}).get("by_event", {})
+    k = by.get("incorrect-spi", {})
+    C.check(bool(by) and all(v["received"] == v["written"] + v["suppressed"] + v["summarised"] for v in by.values())
+            and k.get("summarised") == sum(r["count"] for r in recs
+                                           if r.get("event") == "incorrect-spi" and "summary" in r),
+            "service-stopped: per event received = written + suppressed + summarised; summarised matches the summaries",
+            json.dumps(by)[:400])
+    if agent.metrics is None:
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    tool = os.path.normpath(os.path.join(here, "..", "..", "tools", "check-metrics.py"))
+    p = subprocess.run([sys.executable, tool, agent.metrics, "--json"], capture_output=True, text=True, timeout=60)
+    C.check(p.returncode == 0, "metrics file parses with the Prometheus client's parser", (p.stdout + p.stderr)[-400:])
+    if p.returncode != 0:
+        return
+    m = json.loads(p.stdout.strip().splitlines()[-1])
+    want = {o: k.get(o) for o in ("written", "suppressed", "summarised")}
+    got = {o: m.get("ipsec_audit_records_total{event=incorrect-spi,outcome=%s}" % o) for o in want}
+    C.check(all(got[o] == want[o] for o in want) and m.get("ipsec_audit_up{}") == 0,
+            "metrics at stop match service-stopped (incorrect-spi %s) and say up 0" % want, json.dumps(got))
 
 
 def check_sa_lifecycle(C, recs):
@@ -703,6 +771,7 @@ def run_esp(args, C, st):
         held = {}
         step(v + "-capture", lambda: held.update(frame=capture_esp(f, sender, F["spi"])))
         frame = held["frame"]
+        st.setdefault("frames", {})[f] = frame
         _, off, _ = esp_offset(frame)
         seq = struct.unpack_from("!I", frame, off + 4)[0]
         step(v + "-icv-failure", lambda: inject(frame, "flip"), rec(ICV, f, seq, sa_ns=NS_B), "ICV failure (flipped ciphertext byte)",
@@ -757,6 +826,13 @@ def run_esp(args, C, st):
                 ipn(ns, "xfrm", "state", "delete", "src", F["a"], "dst", F["b"], "proto", "esp", "spi", hex(F["ospi"]))
 
         step(v + "-overflow-teardown", teardown_overflow)
+
+    # A bad-SPI flood from a: bounded by the agent's flood limiter, accounted for.
+    frame4 = st["frames"][4]
+    _, off4, _ = esp_offset(frame4)
+    step("v4-bad-spi-flood", lambda: {"sent": inject(frame4, "spi=%#x" % FLOOD_SPI, FLOOD_N) or FLOOD_N,
+                                      "seq": struct.unpack_from("!I", frame4, off4 + 4)[0]},
+         label="%d packets to unknown SPI %#x" % (FLOOD_N, FLOOD_SPI), lab_expect={"b:XfrmInNoStates": FLOOD_N})
 
     # SA lifetime: soft then hard expiry of an SA in b (XFRM EXPIRE; no packet).
     F = FAM[4]
@@ -843,6 +919,8 @@ def main():
         if "counters_end" in st:
             check_reconciliation(C, recs, st)
             check_sa_lifecycle(C, recs)
+            if args.agent != "standin":
+                check_flood(C, recs, st, agent)
         validate_schema(C, agent.events)
         files = [agent.dir, os.path.join(OUT, "agent.log")]
         hits = [h for key in KEYS.values() for h in keyscan.scan_files(files, key)]

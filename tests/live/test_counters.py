@@ -54,7 +54,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ipsec-audit-counters-")
     cfg = os.path.join(tmp, "agent.conf")
     with open(cfg, "w") as f:
-        json.dump({"counters": {"interval_s": 1}}, f)
+        json.dump({"counters": {"interval_seconds": 1}}, f)
     state = os.path.join(tmp, "state", "state-snapshot.json")
     with Netns("cx") as x, Netns("cy") as y:
         sh("ip", "link", "add", "vcx", "netns", x.name, "type", "veth", "peer", "name", "vcy", "netns", y.name)

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "audit/catalogue.hpp"
+#include "audit/flood_limiter.hpp"
 #include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
 #include "audit/pipeline.hpp"
@@ -103,6 +104,45 @@ int main() {
       w.write(*e, line);
       std::fwrite(line.data(), 1, line.size(), stdout);
     }
+  }
+  // Flood summaries of every limited kind, one from the overflow key, and a
+  // service-stopped with the per-kind accounting.
+  {
+    FloodConfig fc;
+    fc.rate = 0;
+    fc.burst = 1;
+    fc.max_keys = 16;
+    FloodLimiter flood(fc);
+    Pipeline p("h");
+    const auto t = FloodLimiter::Clock::now();
+    for (std::size_t i = 0; i < kEventKindCount; ++i) {
+      Event e = event_from_ipsec_audit(*rec, std::chrono::system_clock::now());
+      e.kind = static_cast<EventKind>(i);
+      if (!FloodLimiter::limited(e)) continue;
+      if (e.kind != EventKind::incorrect_spi) e.sa = sa;
+      for (int n = 0; n < 3; ++n) {
+        (void)flood.admit(e, t);
+        p.submit(e);
+      }
+    }
+    Event e = event_from_ipsec_audit(*rec, std::chrono::system_clock::now());
+    for (std::uint32_t spi = 0; spi < 40; ++spi) {
+      e.spi = spi;
+      (void)flood.admit(e, t);
+    }
+    std::vector<Event> sums;
+    flood.flush(sums);
+    for (const auto& s : sums) {
+      line.clear();
+      w.write(s, line);
+      std::fwrite(line.data(), 1, line.size(), stdout);
+    }
+    Event stopped;
+    stopped.kind = EventKind::service_stopped;
+    stopped.detail = {{"records", records_json(p.stats())}};
+    line.clear();
+    w.write(stopped, line);
+    std::fwrite(line.data(), 1, line.size(), stdout);
   }
   // A record the strict parser refused, kept with its raw text.
   line.clear();

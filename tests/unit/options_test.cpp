@@ -80,11 +80,33 @@ TEST(Config, AppliesAndCommandLineOverrides) {
 TEST(Config, CountersInterval) {
   Options o;
   EXPECT_EQ(o.counters_interval_s, 10);
-  ASSERT_TRUE(apply_config(R"({"counters":{"interval_s":0}})", o));
+  ASSERT_TRUE(apply_config(R"({"counters":{"interval_seconds":0}})", o));
   EXPECT_EQ(o.counters_interval_s, 0);
-  ASSERT_TRUE(apply_config(R"({"counters":{"interval_s":3600}})", o));
+  ASSERT_TRUE(apply_config(R"({"counters":{"interval_seconds":3600}})", o));
   EXPECT_EQ(o.counters_interval_s, 3600);
-  EXPECT_FALSE(apply_config(R"({"counters":{"interval_s":3601}})", o));
+  EXPECT_FALSE(apply_config(R"({"counters":{"interval_seconds":3601}})", o));
+}
+
+TEST(Config, FloodAndMetrics) {
+  Options o;
+  EXPECT_EQ(o.flood.rate, 10);
+  EXPECT_EQ(o.flood.burst, 50u);
+  EXPECT_EQ(o.flood.interval, std::chrono::seconds(60));
+  EXPECT_EQ(o.flood.max_keys, 4096u);
+  EXPECT_TRUE(o.metrics_path.empty()) << "metrics are off by default";
+  EXPECT_EQ(o.metrics_interval_s, 15);
+  ASSERT_TRUE(apply_config(R"({"flood":{"rate":0.5,"burst":5,"interval_seconds":10,"max_keys":100},
+                               "metrics":{"path":"/var/lib/prometheus/node-exporter/ipsec_audit.prom",
+                                          "interval_seconds":30}})",
+                           o));
+  EXPECT_EQ(o.flood.rate, 0.5);
+  EXPECT_EQ(o.flood.burst, 5u);
+  EXPECT_EQ(o.flood.interval, std::chrono::seconds(10));
+  EXPECT_EQ(o.flood.max_keys, 100u);
+  EXPECT_EQ(o.metrics_path, "/var/lib/prometheus/node-exporter/ipsec_audit.prom");
+  EXPECT_EQ(o.metrics_interval_s, 30);
+  ASSERT_TRUE(apply_config(R"({"metrics":{"path":null}})", o));
+  EXPECT_TRUE(o.metrics_path.empty());
 }
 
 TEST(Config, ErrorsNameTheKey) {
@@ -95,12 +117,23 @@ TEST(Config, ErrorsNameTheKey) {
                {R"({"outputs":"stdout"})", "outputs"},
                {R"({"outputs":["bogus"]})", "outputs"},
                {R"({"kernel_audit":{"enable":"yes"}})", "kernel_audit.enable"},
-               {R"({"counters":{"interval_s":-1}})", "counters.interval_s"},
+               {R"({"counters":{"interval_seconds":-1}})", "counters.interval_seconds"},
                {R"({"counters":{"interval":1}})", "counters.interval"},
                {R"({"counters":5})", "counters"},
                {R"({"kernel_audit":{"x":1}})", "kernel_audit.x"},
                {R"({"state_dir":"rel"})", "state_dir"},
-               {R"({"receive_buffer_bytes":1})", "receive_buffer_bytes"}};
+               {R"({"receive_buffer_bytes":1})", "receive_buffer_bytes"},
+               {R"({"flood":1})", "flood"},
+               {R"({"flood":{"rate":-1}})", "flood.rate"},
+               {R"({"flood":{"burst":0}})", "flood.burst"},
+               {R"({"flood":{"burst":1.5}})", "flood.burst"},
+               {R"({"flood":{"interval_seconds":0}})", "flood.interval_seconds"},
+               {R"({"flood":{"max_keys":2}})", "flood.max_keys"},
+               {R"({"flood":{"rat":1}})", "flood.rat"},
+               {R"({"metrics":{"path":"rel.prom"}})", "metrics.path"},
+               {R"({"metrics":{"path":"/var/lib/x.txt"}})", "metrics.path"},
+               {R"({"metrics":{"interval_seconds":0}})", "metrics.interval_seconds"},
+               {R"({"metrics":{"port":9100}})", "metrics.port"}};
   for (const auto& c : cases) {
     Options o;
     auto r = apply_config(c.json, o);

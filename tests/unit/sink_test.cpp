@@ -14,6 +14,7 @@
 
 #include "audit/catalogue.hpp"
 #include "audit/pipeline.hpp"
+#include "capture_sink.hpp"
 
 using namespace ipsec;
 namespace fs = std::filesystem;
@@ -290,15 +291,6 @@ class FlakySink final : public Sink {
   }
 };
 
-struct Capture final : public Sink {
-  std::vector<nlohmann::json> records;
-  std::string_view name() const override { return "capture"; }
-  bool write(std::string_view lines) override {
-    records.push_back(nlohmann::json::parse(lines));
-    count_written(1);
-    return true;
-  }
-};
 }  // namespace
 
 TEST(Pipeline, AFailingSinkIsReportedOncePerEpisodeOnTheOthersWithTheLoss) {
