@@ -100,6 +100,8 @@ class XfrmTable {
   std::size_t sa_count() const { return sas_.size(); }
   std::size_t policy_count() const { return policies_.size(); }
   const XfrmPolicy* find_policy(const PolicyKey& k) const;
+  // Every policy, by key (the nftables table is derived from them).
+  const std::map<PolicyKey, XfrmPolicy>& policies() const { return policies_; }
   const std::optional<XfrmPolicyDefault>& defaults() const { return defaults_; }
   void set_defaults(const XfrmPolicyDefault& d) { defaults_ = d; }
 
