@@ -11,6 +11,7 @@
 #include <string>
 
 #include "agent/kernel_audit_source.hpp"
+#include "agent/netfilter_source.hpp"
 #include "agent/options.hpp"
 #include "agent/xfrm_tracker.hpp"
 #include "audit/pipeline.hpp"
@@ -48,6 +49,7 @@ class Daemon {
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<XfrmTracker> xfrm_;
   std::unique_ptr<KernelAuditSource> audit_;
+  std::unique_ptr<NetfilterSource> netfilter_;
   int exit_code_{0};
 };
 

@@ -33,6 +33,12 @@ struct Options {
   // "all" every name under /run/netns (followed) plus the agent's own.
   std::vector<std::string> netns{""};
   bool xfrm_aevents{false};
+  // Per watched netns: the agent's nftables table and its NFLOG subscriber
+  // (predicted 4963 records, ESP fragment summaries). Group 4963 by default:
+  // NFLOG groups are per netns, and one listener per group.
+  bool nflog_enable{true};
+  int nflog_group{4963};
+  int fragment_interval_s{10};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in
