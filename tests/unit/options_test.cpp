@@ -65,6 +65,16 @@ TEST(Config, AppliesAndCommandLineOverrides) {
   EXPECT_TRUE(o->enable_kernel_audit);
 }
 
+TEST(Config, Nflog) {
+  Options o;
+  EXPECT_TRUE(o.nflog_enable);
+  EXPECT_EQ(o.nflog_group, 4963);
+  ASSERT_TRUE(apply_config(R"({"nflog":{"enable":false,"group":7,"fragment_interval_seconds":2}})", o));
+  EXPECT_FALSE(o.nflog_enable);
+  EXPECT_EQ(o.nflog_group, 7);
+  EXPECT_EQ(o.fragment_interval_s, 2);
+}
+
 TEST(Config, ErrorsNameTheKey) {
   struct C {
     const char* json;
@@ -75,7 +85,11 @@ TEST(Config, ErrorsNameTheKey) {
                {R"({"kernel_audit":{"enable":"yes"}})", "kernel_audit.enable"},
                {R"({"kernel_audit":{"x":1}})", "kernel_audit.x"},
                {R"({"state_dir":"rel"})", "state_dir"},
-               {R"({"receive_buffer_bytes":1})", "receive_buffer_bytes"}};
+               {R"({"receive_buffer_bytes":1})", "receive_buffer_bytes"},
+               {R"({"nflog":{"group":0}})", "nflog.group"},
+               {R"({"nflog":{"enable":1}})", "nflog.enable"},
+               {R"({"nflog":{"fragment_interval_seconds":0}})", "nflog.fragment_interval_seconds"},
+               {R"({"nflog":{"x":1}})", "nflog.x"}};
   for (const auto& c : cases) {
     Options o;
     auto r = apply_config(c.json, o);
