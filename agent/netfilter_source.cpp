@@ -66,10 +66,7 @@ struct NetfilterSource::Instance {
 
   explicit Instance(NetnsFound n) : ns(std::move(n)), own(ns.spec.empty()) {}
   ~Instance() {
-    boost::system::error_code ec;
-    if (nflog_desc) {
-      nflog_desc->release();  // the NetlinkSocket owns the fd
-    }
+    if (nflog_desc) nflog_desc->release();  // the NetlinkSocket owns the fd
     if (links_desc) links_desc->release();  // the cache manager owns it
     if (mngr) nl_cache_mngr_free(mngr);
   }
