@@ -271,6 +271,7 @@ int Daemon::run() {
       [this](const std::string& why) { critical(why); });
   if (auto r = audit_->start(); !r) {
     log(LogLevel::error, r.error().message);
+    netfilter_->stop();
     agent_event(EventKind::critical_failure, "critical failure at start: " + r.error().message);
     return 1;
   }
@@ -294,6 +295,7 @@ int Daemon::run() {
   auto dropped = drop_privileges(want);
   if (!dropped) {
     log(LogLevel::error, "least privilege: " + dropped.error().message);
+    netfilter_->stop();
     agent_event(EventKind::critical_failure, "critical failure at start: least privilege: " + dropped.error().message);
     return 1;
   }
