@@ -45,6 +45,15 @@ struct Request {
   Bytes bytes() const { return Bytes(buf.data(), nlh->nlmsg_len); }
 };
 
+// Asks nf_tables for the agent's table: Unit when it is there, an error with
+// ENOENT when nf_tables answers that it is not, any other error when nf_tables
+// does not answer (not in the kernel: EOPNOTSUPP).
+Result<Unit> get_table(NetlinkSocket& s, std::uint32_t seq) {
+  Request r((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NFPROTO_INET, 0, seq);
+  mnl_attr_put_strz(r.nlh, NFTA_TABLE_NAME, std::string(kNftTable).c_str());
+  return s.transact(r.bytes(), seq, [](const NetlinkMessage&) {}, ReplyKind::ack, kRequestTimeout);
+}
+
 }  // namespace
 
 struct NetfilterSource::Instance {
@@ -172,9 +181,7 @@ NetfilterSource::Instance* NetfilterSource::open_instance(const Spd& s) {
   auto nft = NetlinkSocket::open(NETLINK_NETFILTER);
   std::string why;
   if (nft) {
-    Request r((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NFPROTO_INET, 0, in.seq++);
-    mnl_attr_put_strz(r.nlh, NFTA_TABLE_NAME, std::string(kNftTable).c_str());
-    auto got = nft->transact(r.bytes(), r.nlh->nlmsg_seq, [](const NetlinkMessage&) {}, ReplyKind::ack, kRequestTimeout);
+    auto got = get_table(*nft, in.seq++);
     if (got || got.error().sys_errno == ENOENT) {
       in.nft.emplace(std::move(*nft));
       in.nft_ok = true;
@@ -313,10 +320,7 @@ void NetfilterSource::check() {
       apply(in, *table, true);
       continue;
     }
-    Request r((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NFPROTO_INET, 0, in.seq++);
-    mnl_attr_put_strz(r.nlh, NFTA_TABLE_NAME, std::string(kNftTable).c_str());
-    auto got = in.nft->transact(r.bytes(), r.nlh->nlmsg_seq, [](const NetlinkMessage&) {}, ReplyKind::ack,
-                                kRequestTimeout);
+    auto got = get_table(*in.nft, in.seq++);
     if (got) continue;
     if (got.error().sys_errno == ENOENT) {
       log(LogLevel::warning, "the nftables table inet " + std::string(kNftTable) + " in netns " + in.ns.label +
