@@ -167,6 +167,9 @@ void Daemon::reload() {
   if (next->enable_kernel_audit != opts_.enable_kernel_audit) restart.emplace_back("kernel_audit.enable");
   if (next->netns != opts_.netns) restart.emplace_back("netns");
   if (next->xfrm_aevents != opts_.xfrm_aevents) restart.emplace_back("xfrm_aevents");
+  if (next->nflog_enable != opts_.nflog_enable || next->nflog_group != opts_.nflog_group ||
+      next->fragment_interval_s != opts_.fragment_interval_s)
+    restart.emplace_back("nflog");
   if (next->receive_buffer_bytes != opts_.receive_buffer_bytes) restart.emplace_back("receive_buffer_bytes");
   if (next->state_dir != opts_.state_dir) restart.emplace_back("state_dir");
   if (next->counters_interval_s != opts_.counters_interval_s) restart.emplace_back("counters.interval_seconds");
@@ -441,6 +444,8 @@ void Daemon::stop_sources(std::function<void()> done) {
   // The audit source first: it reads what is queued and hands it over, and
   // the tracker then decides and writes that too.
   if (audit_) audit_->stop();
+  // Before the tracker: its tables name the policies of the last packets.
+  if (netfilter_) netfilter_->stop();
   if (xfrm_)
     xfrm_->stop(std::move(done));
   else
@@ -482,6 +487,7 @@ void Daemon::critical(const std::string& why) {
   log(LogLevel::error, why);
   if (control_) control_->stop();
   if (audit_) audit_->stop();
+  if (netfilter_) netfilter_->stop();
   if (xfrm_) xfrm_->abandon();
   pipeline_->flush_summaries();
   agent_event(EventKind::critical_failure, "critical failure, the agent stops: " + why);
@@ -537,6 +543,14 @@ void Daemon::write_stopped(int signo) {
     d["counters"] = xfrm_->counter_detail();
     write_snapshot();
   }
+  if (netfilter_) {
+    const auto& ns = netfilter_->stats();
+    d["nflog_stats"] = {{"packets", ns.packets},
+                        {"parse_errors", ns.parse_errors},
+                        {"overruns", ns.overruns},
+                        {"applies", ns.applies},
+                        {"reapplies", ns.reapplies}};
+  }
   nlohmann::json outs = nlohmann::json::array();
   for (const auto& sk : pipeline_->sinks()) outs.push_back(sink_json(*sk));
   d["outputs"] = std::move(outs);
@@ -582,6 +596,23 @@ int Daemon::run() {
     return 1;
   }
 
+  // Before the privileges go: it enters the namespaces and talks to nf_tables.
+  NetfilterSource::Config ncfg;
+  ncfg.enable = opts_.nflog_enable;
+  ncfg.group = static_cast<std::uint16_t>(opts_.nflog_group);
+  ncfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
+  ncfg.fragment_interval = std::chrono::seconds(opts_.fragment_interval_s);
+  netfilter_ = std::make_unique<NetfilterSource>(
+      io_, ncfg,
+      [this] {
+        std::vector<NetfilterSource::Spd> v;
+        for (auto& [ns, table] : xfrm_->spds()) v.push_back({ns, table});
+        return v;
+      },
+      [this](const Event& e) { pipeline_->submit(e); });
+  xfrm_->set_spd_listener([this] { netfilter_->spd_changed(); });
+  netfilter_->start();
+
   KernelAuditSource::Config acfg;
   acfg.enable_kernel_audit = opts_.enable_kernel_audit;
   acfg.status_interval = std::chrono::seconds(opts_.audit_status_interval_s);
@@ -591,6 +622,7 @@ int Daemon::run() {
       [this](const std::string& why) { critical(why); });
   if (auto r = audit_->start(); !r) {
     log(LogLevel::error, r.error().message);
+    netfilter_->stop();
     agent_event(EventKind::critical_failure, "critical failure at start: " + r.error().message);
     return 1;
   }
@@ -618,6 +650,7 @@ int Daemon::run() {
   auto dropped = drop_privileges(want);
   if (!dropped) {
     log(LogLevel::error, "least privilege: " + dropped.error().message);
+    netfilter_->stop();
     agent_event(EventKind::critical_failure, "critical failure at start: least privilege: " + dropped.error().message);
     return 1;
   }
@@ -639,6 +672,7 @@ int Daemon::run() {
                        {"sas", xfrm_->sa_count()},
                        {"policies", xfrm_->policy_count()},
                        {"aevents", opts_.xfrm_aevents}};
+  xd["nflog"] = netfilter_->status();
   if (!xfrm_->missing().empty()) xd["netns_missing"] = xfrm_->missing();
   agent_event(EventKind::service_started,
               init_netns == false ? "IPsec audit started outside the initial network namespace: no kernel audit "

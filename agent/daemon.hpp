@@ -12,6 +12,7 @@
 
 #include "agent/control_server.hpp"
 #include "agent/kernel_audit_source.hpp"
+#include "agent/netfilter_source.hpp"
 #include "agent/options.hpp"
 #include "agent/policy_store.hpp"
 #include "agent/xfrm_tracker.hpp"
@@ -77,6 +78,7 @@ class Daemon {
   std::chrono::system_clock::time_point started_at_;
   bool started_{false};          // service-started is written
   std::vector<Event> deferred_;  // agent records made before it
+  std::unique_ptr<NetfilterSource> netfilter_;
   int exit_code_{0};
 };
 

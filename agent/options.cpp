@@ -246,6 +246,24 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
         names.push_back(name);
       }
       o.netns = std::move(names);
+    } else if (k == "nflog") {
+      if (!v.is_object()) return bad("config key 'nflog' must be an object");
+      for (auto& [kk, vv] : v.items()) {
+        if (kk == "enable") {
+          if (!vv.is_boolean()) return bad("config key 'nflog.enable' must be true or false");
+          o.nflog_enable = vv.get<bool>();
+        } else if (kk == "group") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 1 || vv.get<long long>() > 65535)
+            return bad("config key 'nflog.group' must be 1..65535");
+          o.nflog_group = vv.get<int>();
+        } else if (kk == "fragment_interval_seconds") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 1 || vv.get<long long>() > 3600)
+            return bad("config key 'nflog.fragment_interval_seconds' must be 1..3600");
+          o.fragment_interval_s = vv.get<int>();
+        } else {
+          return bad("unknown config key 'nflog." + printable(kk) + "'");
+        }
+      }
     } else if (k == "xfrm_aevents") {
       if (!v.is_boolean()) return bad("config key 'xfrm_aevents' must be true or false");
       o.xfrm_aevents = v.get<bool>();

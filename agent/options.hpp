@@ -45,6 +45,12 @@ struct Options {
   // Prometheus textfile (config "metrics"): empty is off.
   std::string metrics_path;
   int metrics_interval_s{15};
+  // Per watched netns: the agent's nftables table and its NFLOG subscriber
+  // (predicted 4963 records, ESP fragment summaries). Group 4963 by default:
+  // NFLOG groups are per netns, and one listener per group.
+  bool nflog_enable{true};
+  int nflog_group{4963};
+  int fragment_interval_s{10};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in

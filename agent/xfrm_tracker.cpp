@@ -258,6 +258,14 @@ void XfrmTracker::first_dump_done(Watcher* w, bool report, Result<Unit> r, Dump&
   warned_.erase({w->ns.id.dev, w->ns.id.ino});
   if (report) log(LogLevel::info, "watching netns " + w->label);
   arm(*w);
+  spd_changed();
+}
+
+std::vector<std::pair<NetnsFound, const XfrmTable*>> XfrmTracker::spds() const {
+  std::vector<std::pair<NetnsFound, const XfrmTable*>> v;
+  for (const auto& w : watchers_)
+    if (w->ready) v.emplace_back(w->ns, &w->table);
+  return v;
 }
 
 Result<Unit> XfrmTracker::start() {
@@ -334,7 +342,9 @@ void XfrmTracker::drop(Watcher* w, const std::string& why) {
   if (!why.empty()) log(LogLevel::info, why);
   replays_.forget(w);
   recon_.close_if([&](const LossKey& k) { return k.spi && k.netns == w->label; });
+  const bool was_ready = w->ready;
   std::erase_if(watchers_, [w](const std::unique_ptr<Watcher>& x) { return x.get() == w; });
+  if (was_ready) spd_changed();
 }
 
 void XfrmTracker::arm(Watcher& w) {
@@ -354,6 +364,7 @@ void XfrmTracker::arm(Watcher& w) {
 
 bool XfrmTracker::drain(Watcher& w, int batch) {
   std::uint64_t overruns = 0;
+  bool policies_changed = false;
   const auto now = std::chrono::system_clock::now();
   for (int i = 0; i < batch; ++i) {
     const auto r = w.mcast->receive(w.buf.span());
@@ -396,12 +407,16 @@ bool XfrmTracker::drain(Watcher& w, int batch) {
       for (auto& e : w.table.apply(*p, now)) emit_change(std::move(e));
       // No stats in a flush: what the last reading said is all there is.
       if (std::holds_alternative<XfrmFlushSa>(*p)) prune_sa_stats(w);
+      if (std::holds_alternative<XfrmNewPolicy>(*p) || std::holds_alternative<XfrmDelPolicy>(*p) ||
+          std::holds_alternative<XfrmPolicyExpire>(*p) || std::holds_alternative<XfrmFlushPolicy>(*p))
+        policies_changed = true;
       return true;
     });
     if (!walk) ++stats_.parse_errors;
     // SA messages carry keys: nothing of them stays in our memory.
     w.buf.wipe(r.size);
   }
+  if (policies_changed) spd_changed();
   if (overruns > 0) {
     stats_.overruns += overruns;
     emit_lost(w, overruns);
@@ -436,6 +451,7 @@ void XfrmTracker::resync(Watcher& w) {
       const auto now = std::chrono::system_clock::now();
       for (auto& e : wp->table.resync(std::move(d.sas), std::move(d.pols), now)) emit_change(std::move(e));
       prune_sa_stats(*wp);  // SAs deleted while messages were lost: their last stats are all there is
+      spd_changed();
       if (d.defaults)
         for (auto& e : wp->table.apply(*d.defaults, now)) {
           e.detail["resync"] = true;

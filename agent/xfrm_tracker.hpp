@@ -88,6 +88,12 @@ class XfrmTracker {
   // The same without waiting for the kernel (a critical failure).
   void abandon();
 
+  // Told when the SPD of a watched namespace may have changed, or the set of
+  // watched namespaces did (NetfilterSource derives its tables from them).
+  void set_spd_listener(std::function<void()> f) { spd_listener_ = std::move(f); }
+  // Every namespace whose first dump is in, with its table.
+  std::vector<std::pair<NetnsFound, const XfrmTable*>> spds() const;
+
   // Explicit specs that were not there at the last scan.
   const std::vector<std::string>& missing() const { return missing_; }
   const XfrmTrackerStats& stats() const { return stats_; }
@@ -159,6 +165,10 @@ class XfrmTracker {
   std::size_t starting_{0};       // first dumps still running at start
   std::optional<Error> start_error_;
   std::function<void()> stopped_;   // stop()'s callback, until nothing waits
+  std::function<void()> spd_listener_;
+  void spd_changed() {
+    if (spd_listener_) spd_listener_();
+  }
   bool stopping_{false};
   Reconciler recon_;
   boost::asio::steady_timer counter_timer_;

@@ -3,7 +3,7 @@
 # own packages. Run as root. Idempotent.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-BUILD="build-essential cmake pkg-config libmnl-dev libnl-3-dev libnl-route-3-dev libnl-xfrm-3-dev \
+BUILD="build-essential cmake pkg-config libmnl-dev libnl-3-dev libnl-route-3-dev libnl-xfrm-3-dev libnftables-dev \
 libboost-dev nlohmann-json3-dev libsystemd-dev libcap-ng-dev libgtest-dev libgmock-dev libbenchmark-dev"
 RUN="iproute2"
 # netbase: /etc/protocols, which `ip xfrm ... proto NAME` and getprotobyname need

@@ -14,6 +14,7 @@
 #include "tests/fuzz/json_check.hpp"
 #include "xfrm/audit_record.hpp"
 #include "xfrm/kernel_audit.hpp"
+#include "xfrm/nflog_message.hpp"
 #include "xfrm/xfrm_message.hpp"
 #include "xfrm/xfrm_stat.hpp"
 
@@ -96,6 +97,22 @@ std::string xfrm_message(Bytes input) {
   return walk ? "" : check_error(walk.error(), "XFRM datagram");
 }
 
+std::string nflog_datagram(Bytes input) {
+  std::string broken;
+  auto walk = for_each_netlink_message(input, [&](const NetlinkMessage& m) {
+    if (m.type != kNflogMsgPacket) return true;
+    auto p = parse_nflog_packet(m);
+    if (!p) {
+      broken = check_error(p.error(), "NFLOG message");
+    } else if (p->ip && p->ip->fragment && !p->ip->first_fragment() && (p->ip->sport || p->ip->spi)) {
+      broken = "a later fragment has transport fields";
+    }
+    return broken.empty();
+  });
+  if (!broken.empty()) return broken;
+  return walk ? "" : check_error(walk.error(), "NFLOG datagram");
+}
+
 std::string config(Bytes input) {
   Options o;
   auto r = apply_config(as_text(input), o);
@@ -124,6 +141,7 @@ std::span<const Target> targets() {
       Target{"audit_text", audit_text},     Target{"audit_datagram", audit_datagram},
       Target{"audit_status", audit_status}, Target{"xfrm_message", xfrm_message},
       Target{"config", config},         Target{"state_text", state_text},
+      Target{"nflog_datagram", nflog_datagram},
   };
   return kTargets;
 }

@@ -25,6 +25,9 @@ std::string audit_status(Bytes input);
 // One or more XFRM datagrams: framing, parse_xfrm_message, a fresh XfrmTable
 // per input, every record it makes -> JSON line.
 std::string xfrm_message(Bytes input);
+// One NETLINK_NETFILTER datagram from nfnetlink_log: framing, then every
+// packet message -> parse_nflog_packet (with the L3/L4 headers).
+std::string nflog_datagram(Bytes input);
 // The config file (JSON) applied to default options.
 std::string config(Bytes input);
 // The agent's other text inputs: /proc/net/xfrm_stat (parse_xfrm_stat) and

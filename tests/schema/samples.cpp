@@ -8,6 +8,7 @@
 #include "audit/catalogue.hpp"
 #include "audit/flood_limiter.hpp"
 #include "audit/json_writer.hpp"
+#include "audit/nft_ruleset.hpp"
 #include "audit/normalize.hpp"
 #include "audit/pipeline.hpp"
 #include "audit/policy.hpp"
@@ -143,6 +144,41 @@ int main() {
     line.clear();
     w.write(stopped, line);
     std::fwrite(line.data(), 1, line.size(), stdout);
+  // NFLOG records: a predicted 4963 (with and without its policy, IPv4 and
+  // IPv6) and a fragment summary.
+  {
+    NflogPacket p;
+    IpPacketInfo ip;
+    ip.src = x.saddr;
+    ip.dst = x.daddr;
+    ip.protocol = 17;
+    ip.sport = 40000;
+    ip.dport = 9999;
+    p.ip = ip;
+    const auto tag = parse_log_prefix("ipsec-audit:in:265");
+    for (const auto& e : {cleartext_event(p, tag, policy, "b", "vb", std::chrono::system_clock::now()),
+                          cleartext_event(NflogPacket{}, tag, nullptr, "b", "", std::chrono::system_clock::now())}) {
+      line.clear();
+      w.write(e, line);
+      std::fwrite(line.data(), 1, line.size(), stdout);
+    }
+    FragmentAggregator agg;
+    ip.protocol = 50;
+    ip.fragment = ip.more_fragments = true;
+    ip.spi = 0x1001;
+    ip.seq = 9;
+    agg.add("b", ip, "vb", std::chrono::system_clock::now());
+    ip.family = Family::inet6;
+    ip.src = *IpAddress::parse("fd00::1");
+    ip.dst = *IpAddress::parse("fd00::2");
+    ip.flow_label = 5;
+    ip.fragment_offset = 8;
+    agg.add("b", ip, "", std::chrono::system_clock::now());
+    for (const auto& e : agg.flush(std::chrono::system_clock::now())) {
+      line.clear();
+      w.write(e, line);
+      std::fwrite(line.data(), 1, line.size(), stdout);
+    }
   }
   // A record the strict parser refused, kept with its raw text.
   line.clear();

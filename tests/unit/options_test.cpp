@@ -109,6 +109,16 @@ TEST(Config, FloodAndMetrics) {
   EXPECT_TRUE(o.metrics_path.empty());
 }
 
+TEST(Config, Nflog) {
+  Options o;
+  EXPECT_TRUE(o.nflog_enable);
+  EXPECT_EQ(o.nflog_group, 4963);
+  ASSERT_TRUE(apply_config(R"({"nflog":{"enable":false,"group":7,"fragment_interval_seconds":2}})", o));
+  EXPECT_FALSE(o.nflog_enable);
+  EXPECT_EQ(o.nflog_group, 7);
+  EXPECT_EQ(o.fragment_interval_s, 2);
+}
+
 TEST(Config, ErrorsNameTheKey) {
   struct C {
     const char* json;
@@ -133,7 +143,11 @@ TEST(Config, ErrorsNameTheKey) {
                {R"({"metrics":{"path":"rel.prom"}})", "metrics.path"},
                {R"({"metrics":{"path":"/var/lib/x.txt"}})", "metrics.path"},
                {R"({"metrics":{"interval_seconds":0}})", "metrics.interval_seconds"},
-               {R"({"metrics":{"port":9100}})", "metrics.port"}};
+               {R"({"metrics":{"port":9100}})", "metrics.port"},
+               {R"({"nflog":{"group":0}})", "nflog.group"},
+               {R"({"nflog":{"enable":1}})", "nflog.enable"},
+               {R"({"nflog":{"fragment_interval_seconds":0}})", "nflog.fragment_interval_seconds"},
+               {R"({"nflog":{"x":1}})", "nflog.x"}};
   for (const auto& c : cases) {
     Options o;
     auto r = apply_config(c.json, o);
