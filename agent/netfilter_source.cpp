@@ -260,7 +260,7 @@ void NetfilterSource::sync() {
 
 void NetfilterSource::apply(Instance& in, const XfrmTable& table, bool again) {
   std::vector<const XfrmPolicy*> pols;
-  for (const auto& kv : table.policies()) pols.push_back(&kv.second);
+  for (const auto& kv : table.policy_map()) pols.push_back(&kv.second);
   NftRulesetConfig rc;
   rc.group = cfg_.group;
   rc.snaplen = cfg_.copy_range;

@@ -108,7 +108,7 @@ class XfrmTable {
   std::vector<XfrmPolicy> policies() const;
   const XfrmPolicy* find_policy(const PolicyKey& k) const;
   // Every policy, by key (the nftables table is derived from them).
-  const std::map<PolicyKey, XfrmPolicy>& policies() const { return policies_; }
+  const std::map<PolicyKey, XfrmPolicy>& policy_map() const { return policies_; }
   const std::optional<XfrmPolicyDefault>& defaults() const { return defaults_; }
   void set_defaults(const XfrmPolicyDefault& d) { defaults_ = d; }
 
