@@ -3,6 +3,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
 #include <csignal>
 #include <filesystem>
 
@@ -106,6 +107,7 @@ void Daemon::reload() {
   if (next->netns != opts_.netns) restart.emplace_back("netns");
   if (next->xfrm_aevents != opts_.xfrm_aevents) restart.emplace_back("xfrm_aevents");
   if (next->receive_buffer_bytes != opts_.receive_buffer_bytes) restart.emplace_back("receive_buffer_bytes");
+  if (next->batch_delay_ms != opts_.batch_delay_ms) restart.emplace_back("batch.delay_ms");
   if (next->state_dir != opts_.state_dir) restart.emplace_back("state_dir");
   if (next->control_socket != opts_.control_socket) restart.emplace_back("control_socket");
   std::string msg = "config " + path + " reloaded";
@@ -179,6 +181,7 @@ void Daemon::on_signal(int signo) {
 }
 
 void Daemon::write_stopped(int signo) {
+  pipeline_->flush();  // the outputs' counters below include every held record
   nlohmann::json d = {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}};
   if (audit_) {
     const auto& st = audit_->stats();
@@ -235,8 +238,9 @@ int Daemon::run() {
   acfg.enable_kernel_audit = opts_.enable_kernel_audit;
   acfg.status_interval = std::chrono::seconds(opts_.audit_status_interval_s);
   acfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
+  acfg.batch_delay = std::chrono::milliseconds(opts_.batch_delay_ms);
   audit_ = std::make_unique<KernelAuditSource>(
-      io_, acfg, [this](const Event& e) { xfrm_->on_audit_event(e); },
+      io_, acfg, [this](Event&& e) { xfrm_->on_audit_event(std::move(e)); },
       [this](const std::string& why) { critical(why); });
   if (auto r = audit_->start(); !r) {
     log(LogLevel::error, r.error().message);
@@ -301,7 +305,13 @@ int Daemon::run() {
   audit_->report_start_state();
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
+  // From here records are batched: each handler's records go out with one
+  // write per line output, flushed right after it (one post per batch).
+  pipeline_->set_flush_scheduler([this](std::function<void()> f) { boost::asio::post(io_, std::move(f)); });
   io_.run();
+  // Stopped (signal or critical failure): nothing held may stay unwritten.
+  pipeline_->set_flush_scheduler({});
+  pipeline_->flush();
   return exit_code_;
 }
 

@@ -33,6 +33,10 @@ struct Options {
   // "all" every name under /run/netns (followed) plus the agent's own.
   std::vector<std::string> netns{""};
   bool xfrm_aevents{false};
+  // Wake-up moderation of the kernel audit socket (config batch.delay_ms):
+  // after the first record, wait this long, then read everything queued and
+  // write it with one write per output. 0: read and write at once.
+  int batch_delay_ms{20};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in
