@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <boost/asio/post.hpp>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -171,6 +172,7 @@ void Daemon::reload() {
       next->fragment_interval_s != opts_.fragment_interval_s)
     restart.emplace_back("nflog");
   if (next->receive_buffer_bytes != opts_.receive_buffer_bytes) restart.emplace_back("receive_buffer_bytes");
+  if (next->batch_delay_ms != opts_.batch_delay_ms) restart.emplace_back("batch.delay_ms");
   if (next->state_dir != opts_.state_dir) restart.emplace_back("state_dir");
   if (next->counters_interval_s != opts_.counters_interval_s) restart.emplace_back("counters.interval_seconds");
   if (next->control_socket != opts_.control_socket) restart.emplace_back("control_socket");
@@ -523,6 +525,7 @@ void Daemon::on_signal(int signo) {
 }
 
 void Daemon::write_stopped(int signo) {
+  pipeline_->flush();  // the outputs' counters below include every held record
   nlohmann::json d = {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}};
   if (audit_) {
     const auto& st = audit_->stats();
@@ -617,8 +620,9 @@ int Daemon::run() {
   acfg.enable_kernel_audit = opts_.enable_kernel_audit;
   acfg.status_interval = std::chrono::seconds(opts_.audit_status_interval_s);
   acfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
+  acfg.batch_delay = std::chrono::milliseconds(opts_.batch_delay_ms);
   audit_ = std::make_unique<KernelAuditSource>(
-      io_, acfg, [this](const Event& e) { xfrm_->on_audit_event(e); },
+      io_, acfg, [this](Event&& e) { xfrm_->on_audit_event(std::move(e)); },
       [this](const std::string& why) { critical(why); });
   if (auto r = audit_->start(); !r) {
     log(LogLevel::error, r.error().message);
@@ -704,7 +708,13 @@ int Daemon::run() {
   arm_metrics();
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
+  // From here records are batched: each handler's records go out with one
+  // write per line output, flushed right after it (one post per batch).
+  pipeline_->set_flush_scheduler([this](std::function<void()> f) { boost::asio::post(io_, std::move(f)); });
   io_.run();
+  // Stopped (signal or critical failure): nothing held may stay unwritten.
+  pipeline_->set_flush_scheduler({});
+  pipeline_->flush();
   return exit_code_;
 }
 

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,7 @@ namespace ipsec {
 struct KernelAuditStats {
   std::uint64_t datagrams{0};
   std::uint64_t ipsec_records{0};
-  std::uint64_t other_records{0};  // other audit types (SYSCALL, ...): not ours
+  std::uint64_t other_records{0};  // other audit types (SYSCALL, ...): not ours (the BPF filter drops them first)
   std::uint64_t parse_errors{0};   // 1415 text written as unparsed kernel-ipsec-event, or framing dropped
   std::uint64_t rejected{0};       // truncated or not from the kernel
   std::uint64_t overruns{0};       // ENOBUFS seen
@@ -58,13 +59,17 @@ Event make_kernel_audit_changed(const std::optional<AuditStatus>& before, const 
 
 class KernelAuditSource {
  public:
-  using EventSink = std::function<void(const Event&)>;
+  // Events are handed over (moved), never copied.
+  using EventSink = std::function<void(Event&&)>;
   using Fatal = std::function<void(const std::string&)>;
 
   struct Config {
     bool enable_kernel_audit{false};
     std::chrono::seconds status_interval{5};  // 0: no polling, no AUDIT_GET (unless enabling)
     int receive_buffer_bytes{8 << 20};
+    // Wake-up moderation: after the socket becomes readable, wait this long,
+    // then read everything queued (recvmmsg). 0: read at once.
+    std::chrono::milliseconds batch_delay{20};
   };
 
   KernelAuditSource(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal);
@@ -90,9 +95,11 @@ class KernelAuditSource {
 
  private:
   void arm_read();
+  // The socket is readable (and the moderation delay over): drain it.
+  void read_ready();
   // Reads up to `batch` datagrams; false when nothing more is queued.
   bool drain(int batch);
-  void handle_datagram(std::size_t len, std::chrono::system_clock::time_point now);
+  void handle_datagram(std::span<const std::uint8_t> datagram, std::chrono::system_clock::time_point now);
   void poll_status();
   void arm_poll();
   void status_polled(const Result<AuditStatus>& st);
@@ -109,7 +116,10 @@ class KernelAuditSource {
   std::shared_ptr<NetlinkRequester> requester_;  // the periodic AUDIT_GET, asynchronous
   std::optional<boost::asio::posix::stream_descriptor> desc_;
   boost::asio::steady_timer timer_;
-  std::vector<std::uint8_t> buf_;
+  boost::asio::steady_timer delay_timer_;  // the wake-up moderation delay
+  std::vector<std::uint8_t> buf_;          // kSlots datagram slots for recvmmsg
+  std::vector<NetlinkSocket::Received> got_;
+  bool stopped_{false};
   std::optional<AuditStatus> status_;
   bool we_enabled_{false};
   std::uint32_t seq_{1};

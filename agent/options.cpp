@@ -45,6 +45,9 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
                           how often to read the kernel audit status (enabled,
                           failure mode, backlog limit) and its 'lost' counter
                           (default 5). 0: never (and CAP_AUDIT_CONTROL is dropped)
+  --batch-delay-ms MS     after the first kernel audit record, wait MS (0..1000,
+                          default 20), then read all that is queued and write it
+                          with one write per output. 0: no wait
   --help                  this text
   --version               the version
 
@@ -174,6 +177,10 @@ Result<Options> parse_command_line(int argc, char** argv, Options base) {
       if (!v) return v.error();
       if (!valid_group(*v)) return bad("--control-group takes a group name or number");
       o.control_group = std::string(*v);
+    } else if (a == "--batch-delay-ms") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (!parse_int(*v, 0, 1000, &o.batch_delay_ms)) return bad("--batch-delay-ms must be 0..1000");
     } else if (a == "--audit-status-interval") {
       auto v = take(a);
       if (!v) return v.error();
@@ -267,6 +274,17 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
     } else if (k == "xfrm_aevents") {
       if (!v.is_boolean()) return bad("config key 'xfrm_aevents' must be true or false");
       o.xfrm_aevents = v.get<bool>();
+    } else if (k == "batch") {
+      if (!v.is_object()) return bad("config key 'batch' must be an object");
+      for (auto& [kk, vv] : v.items()) {
+        if (kk == "delay_ms") {
+          if (!vv.is_number_integer() || vv.get<long long>() < 0 || vv.get<long long>() > 1000)
+            return bad("config key 'batch.delay_ms' must be 0..1000");
+          o.batch_delay_ms = vv.get<int>();
+        } else {
+          return bad("unknown config key 'batch." + printable(kk) + "'");
+        }
+      }
     } else if (k == "receive_buffer_bytes") {
       if (!v.is_number_integer() || v.get<long long>() < 4096 || v.get<long long>() > (1LL << 30))
         return bad("config key 'receive_buffer_bytes' must be 4096..1073741824");

@@ -51,6 +51,10 @@ struct Options {
   bool nflog_enable{true};
   int nflog_group{4963};
   int fragment_interval_s{10};
+  // Wake-up moderation of the kernel audit socket (config batch.delay_ms):
+  // after the first record, wait this long, then read everything queued and
+  // write it with one write per output. 0: read and write at once.
+  int batch_delay_ms{20};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in

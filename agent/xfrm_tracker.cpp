@@ -474,9 +474,14 @@ void XfrmTracker::emit_change(Event e) {
 void XfrmTracker::arm_correlator() {
   const auto due = correlator_.next_deadline();
   if (!due) return;
+  // Already armed for this deadline or an earlier one: that wake-up re-arms
+  // for the rest. (Re-arming per change cost a timerfd_settime per record.)
+  if (corr_armed_ && *corr_armed_ <= *due) return;
+  corr_armed_ = *due;
   corr_timer_.expires_at(*due);
   corr_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;  // re-armed or stopping
+    corr_armed_.reset();
     for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now())) sink_(e);
     arm_correlator();
   });
@@ -551,6 +556,7 @@ void XfrmTracker::stop(std::function<void()> done) {
 void XfrmTracker::maybe_stopped() {
   if (!stopping_ || !replays_flushed_ || !stopped_) return;
   corr_timer_.cancel();
+  corr_armed_.reset();
   for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
   auto done = std::move(stopped_);
   stopped_ = nullptr;
@@ -572,6 +578,7 @@ void XfrmTracker::abandon() {
   replays_.abandon();
   corr_timer_.cancel();
   counter_timer_.cancel();
+  corr_armed_.reset();
   for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
   stopped_ = nullptr;
 }

@@ -159,6 +159,7 @@ class XfrmTracker {
   std::set<std::pair<unsigned long long, unsigned long long>> warned_;  // netns ids already warned about
   ChangeCorrelator correlator_;
   boost::asio::steady_timer corr_timer_;
+  std::optional<std::chrono::steady_clock::time_point> corr_armed_;  // when corr_timer_ is due, if waiting
   XfrmTrackerStats stats_;
   ReplayResolver replays_;  // after stats_: it counts into it
   bool replays_flushed_{false};

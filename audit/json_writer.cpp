@@ -1,7 +1,9 @@
 #include "audit/json_writer.hpp"
 
 #include <charconv>
+#include <cstring>
 #include <ctime>
+#include <limits>
 
 #include "audit/catalogue.hpp"
 
@@ -22,11 +24,21 @@ void append_int(std::string& out, std::int64_t v) {
   out.append(b, p);
 }
 
+// ,"k": in one append (keys are short literals).
 void key(std::string& out, std::string_view k) {
-  out += ',';
-  out += '"';
-  out.append(k);
-  out += "\":";
+  char b[64];
+  if (k.size() + 4 > sizeof b) {
+    out += ",\"";
+    out.append(k);
+    out += "\":";
+    return;
+  }
+  b[0] = ',';
+  b[1] = '"';
+  std::memcpy(b + 2, k.data(), k.size());
+  b[k.size() + 2] = '"';
+  b[k.size() + 3] = ':';
+  out.append(b, k.size() + 4);
 }
 
 template <typename T>
@@ -52,12 +64,24 @@ void if_string(std::string& out, std::string_view k, const std::optional<std::st
   append_json_string(out, *v);
 }
 
+// An address needs no escaping: its text goes straight between the quotes.
+void addr_string(std::string& out, const IpAddress& a) {
+  out += '"';
+  a.append_to(out);
+  out += '"';
+}
+
 void opt_addr(std::string& out, std::string_view k, const std::optional<IpAddress>& a) {
   key(out, k);
   if (a)
-    append_json_string(out, a->to_string());
+    addr_string(out, *a);
   else
     out += "null";
+}
+
+void addr_member(std::string& out, std::string_view k, const IpAddress& a) {
+  key(out, k);
+  addr_string(out, a);
 }
 
 // ---- the `sa` object (allow-listed fields of XfrmSa, never key material) ----
@@ -111,7 +135,7 @@ void append_lifetime(std::string& out, const XfrmLifetimeCfg& l) {
 void append_selector(std::string& out, const XfrmSelector& s) {
   first_key(out, "src");
   if (s.saddr)
-    append_json_string(out, s.saddr->to_string());
+    addr_string(out, *s.saddr);
   else
     out += "null";
   opt_addr(out, "dst", s.daddr);
@@ -142,8 +166,8 @@ void append_sa(std::string& out, const SaContext& c) {
   append_json_string(out, c.netns);
   uint_member(out, "spi", sa.spi);
   string_member(out, "proto", proto_name(sa.proto));
-  string_member(out, "src", sa.saddr.to_string());
-  string_member(out, "dst", sa.daddr.to_string());
+  addr_member(out, "src", sa.saddr);
+  addr_member(out, "dst", sa.daddr);
   uint_member(out, "reqid", sa.reqid);
   string_member(out, "mode", mode_name(sa.mode));
   key(out, "algorithms");
@@ -271,8 +295,8 @@ void append_policy(std::string& out, const XfrmPolicy& p) {
     uint_member(out, "reqid", t.reqid);
     key(out, "optional");
     out += t.optional ? "true" : "false";
-    if (!t.saddr.is_unspecified()) string_member(out, "src", t.saddr.to_string());
-    if (!t.daddr.is_unspecified()) string_member(out, "dst", t.daddr.to_string());
+    if (!t.saddr.is_unspecified()) addr_member(out, "src", t.saddr);
+    if (!t.daddr.is_unspecified()) addr_member(out, "dst", t.daddr);
     if (t.spi) uint_member(out, "spi", t.spi);
     out += '}';
   }
@@ -294,8 +318,8 @@ void append_candidate(std::string& out, const SaCandidate& c) {
   append_json_string(out, s.netns);
   string_member(out, "proto", proto_name(s.sa.proto));
   uint_member(out, "spi", s.sa.spi);
-  string_member(out, "src", s.sa.saddr.to_string());
-  string_member(out, "dst", s.sa.daddr.to_string());
+  addr_member(out, "src", s.sa.saddr);
+  addr_member(out, "dst", s.sa.daddr);
   string_member(out, "direction", direction_name(s.direction));
   append_mark(out, s.sa.mark);
   if_uint(out, "if_id", s.sa.if_id);
@@ -334,6 +358,18 @@ void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
   for (std::size_t i = 0; i < s.size();) {
+    // A run of printable ASCII that needs no escape goes in with one append.
+    std::size_t j = i;
+    while (j < s.size()) {
+      const auto c = static_cast<unsigned char>(s[j]);
+      if (c < 0x20 || c >= 0x7F || c == '"' || c == '\\') break;
+      ++j;
+    }
+    if (j > i) {
+      out.append(s.data() + i, j - i);
+      i = j;
+      if (i == s.size()) break;
+    }
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
       switch (c) {
@@ -352,14 +388,10 @@ void append_json_string(std::string& out, std::string_view s) {
         case '\t':
           out += "\\t";
           break;
-        default:
-          if (c < 0x20 || c == 0x7F) {
-            out += "\\u00";
-            out += kHex[c >> 4];
-            out += kHex[c & 0xF];
-          } else {
-            out += static_cast<char>(c);
-          }
+        default: {
+          const char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
+          out.append(u, sizeof u);
+        }
       }
       ++i;
       continue;
@@ -376,27 +408,104 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
+namespace {
+
+// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
+// civil_from_days): no gmtime_r, no time zone lock.
+void civil_from_days(std::int64_t z, std::int64_t* y, unsigned* m, unsigned* d) {
+  z += 719468;
+  const std::int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = static_cast<std::int64_t>(yoe) + era * 400 + (*m <= 2);
+}
+
+void put2(char* p, unsigned v) {
+  p[0] = static_cast<char>('0' + v / 10);
+  p[1] = static_cast<char>('0' + v % 10);
+}
+
+// "YYYY-MM-DDTHH:MM:SS" of `secs`, as strftime("%Y-%m-%dT%H:%M:%S") of
+// gmtime_r writes it; the last second's text is kept (records come in runs
+// within one second).
+struct SecondText {
+  std::int64_t secs{std::numeric_limits<std::int64_t>::min()};
+  char text[32]{};
+  std::size_t len{0};
+};
+
+void format_second(SecondText& c, std::int64_t secs) {
+  std::int64_t days = secs / 86400;
+  std::int64_t rem = secs % 86400;
+  if (rem < 0) {
+    rem += 86400;
+    --days;
+  }
+  std::int64_t y = 0;
+  unsigned m = 0, d = 0;
+  civil_from_days(days, &y, &m, &d);
+  char* p = c.text;
+  if (y >= 0 && y <= 9999) {
+    const auto yy = static_cast<unsigned>(y);
+    put2(p, yy / 100);
+    put2(p + 2, yy % 100);
+    p += 4;
+  } else {
+    auto [e, ec] = std::to_chars(p, p + 20, y);
+    (void)ec;
+    p = e;
+  }
+  *p++ = '-';
+  put2(p, m);
+  p += 2;
+  *p++ = '-';
+  put2(p, d);
+  p += 2;
+  *p++ = 'T';
+  const auto r = static_cast<unsigned>(rem);
+  put2(p, r / 3600);
+  p[2] = ':';
+  put2(p + 3, r / 60 % 60);
+  p[5] = ':';
+  put2(p + 6, r % 60);
+  p += 8;
+  c.len = static_cast<std::size_t>(p - c.text);
+  c.secs = secs;
+}
+
+}  // namespace
+
 void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
   using namespace std::chrono;
   const auto ns = duration_cast<nanoseconds>(t.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
+  std::int64_t secs = ns / 1000000000;
   long frac = static_cast<long>(ns % 1000000000);
   if (frac < 0) {
     frac += 1000000000;
     --secs;
   }
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
+  thread_local SecondText cache;
+  if (cache.secs != secs) format_second(cache, secs);
   char b[48];
-  const std::size_t n = std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
-  out.append(b, n);
-  char f[16];
-  std::snprintf(f, sizeof f, ".%09ldZ", frac);
-  out += f;
+  std::memcpy(b, cache.text, cache.len);
+  char* p = b + cache.len;
+  *p++ = '.';
+  for (int i = 8; i >= 0; --i) {
+    p[i] = static_cast<char>('0' + frac % 10);
+    frac /= 10;
+  }
+  p += 9;
+  *p++ = 'Z';
+  out.append(b, static_cast<std::size_t>(p - b));
 }
 
 void JsonWriter::write(const Event& e, std::string& out) const {
   const auto& cat = catalogue(e.kind);
+  out.reserve(out.size() + 1024);
   out += "{\"schema\":\"";
   out.append(kSchemaId);
   out += '"';

@@ -9,6 +9,8 @@
 namespace ipsec {
 
 Event event_from_ipsec_audit(const IpsecAuditRecord& rec, std::chrono::system_clock::time_point received);
+// The same, taking the record's strings instead of copying them.
+Event event_from_ipsec_audit(IpsecAuditRecord&& rec, std::chrono::system_clock::time_point received);
 
 // A record the strict parser refused: always a kernel-ipsec-event (what it
 // says is not understood well enough to be named), with what could be parsed
@@ -25,5 +27,6 @@ Event make_events_lost(Source source, std::uint64_t count, const char* counter, 
 
 // "0x1001"-style SPI text for messages.
 std::string spi_hex(std::uint32_t spi);
+void append_hex(std::string& out, std::uint32_t v);
 
 }  // namespace ipsec

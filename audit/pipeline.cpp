@@ -98,7 +98,18 @@ void Pipeline::write(const Event& e) {
   ++stats_.by_kind[static_cast<std::size_t>(e.kind)];
   line_.clear();
   writer_.write(e, line_);
-  for (auto& s : sinks_) s->write_event(e, line_);
+  for (auto& s : sinks_) {
+    if (scheduler_ && s->batches_lines()) {
+      s->hold(line_);
+      if (s->held_bytes() >= kMaxHeldBytes) s->flush_held();
+      if (!flush_scheduled_) {
+        flush_scheduled_ = true;
+        scheduler_([this] { flush(); });
+      }
+    } else {
+      s->write_event(e, line_);
+    }
+  }
   for (std::size_t i = 0; i < sinks_.size(); ++i) {
     const auto t = sinks_[i]->take_transition();
     if (t != SinkTransition::none) submit_health(*sinks_[i], t);
@@ -126,7 +137,18 @@ void Pipeline::submit_health(const Sink& s, SinkTransition t) {
   submit(h);
 }
 
+void Pipeline::flush() {
+  flush_scheduled_ = false;
+  for (auto& s : sinks_) s->flush_held();
+  // Health records of the flush are submitted (and, batching, held) now.
+  for (std::size_t i = 0; i < sinks_.size(); ++i) {
+    const auto t = sinks_[i]->take_transition();
+    if (t != SinkTransition::none) submit_health(*sinks_[i], t);
+  }
+}
+
 std::vector<std::string> Pipeline::reopen() {
+  flush();  // held records belong to the file as it was before the reopen
   std::vector<std::string> errors;
   for (auto& s : sinks_)
     if (auto r = s->reopen(); !r) errors.push_back(std::string(s->name()) + ": " + r.error().message);
@@ -134,6 +156,7 @@ std::vector<std::string> Pipeline::reopen() {
 }
 
 void Pipeline::check_outputs() {
+  flush();
   for (std::size_t i = 0; i < sinks_.size(); ++i) {
     auto& s = *sinks_[i];
     if (auto what = s.check(); what && what->reopened) {

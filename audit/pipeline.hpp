@@ -46,8 +46,11 @@ class Pipeline {
  public:
   explicit Pipeline(std::string host) : writer_(std::move(host)) {}
   void add_sink(std::unique_ptr<Sink> s) { sinks_.push_back(std::move(s)); }
-  // A reloaded config's outputs; the old sinks are closed.
-  void replace_sinks(std::vector<std::unique_ptr<Sink>> sinks) { sinks_ = std::move(sinks); }
+  // A reloaded config's outputs; the old sinks get what they hold, then close.
+  void replace_sinks(std::vector<std::unique_ptr<Sink>> sinks) {
+    flush();
+    sinks_ = std::move(sinks);
+  }
   void set_policy(AuditPolicy p) { policy_ = p; }
   const AuditPolicy& policy() const { return policy_; }
   void set_flood(const FloodConfig& c) { flood_.configure(c); }
@@ -60,6 +63,18 @@ class Pipeline {
   void write_due_summaries();
   // At stop, before service-stopped: writes every summary still held.
   void flush_summaries();
+
+  // Batching. With a scheduler set (the agent posts to its io_context), line
+  // sinks hold each record and the first record of a batch schedules one
+  // flush(): everything submitted until that runs (one handler's records,
+  // from any source or namespace) goes out with one write per line sink,
+  // whole lines, in submit order. Without one, every record is written at
+  // once. flush() may be called any time (stop, reload); it is idempotent.
+  using FlushScheduler = std::function<void(std::function<void()>)>;
+  void set_flush_scheduler(FlushScheduler f) { scheduler_ = std::move(f); }
+  void flush();
+  // A batch this large is written at once, without waiting for the flush.
+  static constexpr std::size_t kMaxHeldBytes = 256 * 1024;
   // Reopens every file sink (SIGHUP); returns the errors, if any, as text.
   std::vector<std::string> reopen();
   // Timer (1 s): lets each sink notice a deleted or replaced file.
@@ -82,6 +97,9 @@ class Pipeline {
   std::function<FloodLimiter::Clock::time_point()> now_{[] { return FloodLimiter::Clock::now(); }};
   std::vector<Event> due_;  // summaries to write, reused
   std::string line_;        // reused: no allocation per record once warm
+  std::string line_;  // reused: no allocation per record once warm
+  FlushScheduler scheduler_;
+  bool flush_scheduled_{false};
 };
 
 // The "output" detail of output-failed / output-recovered records and of

@@ -35,6 +35,15 @@ void Sink::count_failed(std::uint64_t records, int err) {
   stats_.last_errno = err;
 }
 
+bool Sink::flush_held() {
+  if (held_.empty()) return true;
+  const bool ok = write(held_);
+  held_.clear();
+  // A batch can be large: do not keep its buffer around after a burst.
+  if (held_.capacity() > (1u << 20)) std::string().swap(held_);
+  return ok;
+}
+
 SinkTransition Sink::take_transition() {
   if (stats_.healthy == reported_healthy_) return SinkTransition::none;
   reported_healthy_ = stats_.healthy;

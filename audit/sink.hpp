@@ -52,6 +52,15 @@ class Sink {
     (void)e;
     return write(line);
   }
+  // Batching (Pipeline::set_flush_scheduler): a sink that writes lines as a
+  // byte stream (file, stdout, null) holds the records of a batch and writes
+  // them at flush with one write(); one that sends a datagram per record
+  // (journald, syslog) writes each at once.
+  virtual bool batches_lines() const { return false; }
+  void hold(std::string_view line) { held_.append(line); }
+  std::size_t held_bytes() const { return held_.size(); }
+  // Writes the held records, if any, with one write(); false if that failed.
+  bool flush_held();
   virtual Result<Unit> reopen() { return Unit{}; }
   // Called on a timer: a file sink notices its path deleted or replaced and
   // reopens it. Returns what it noticed, when it did.
@@ -67,6 +76,7 @@ class Sink {
 
  private:
   bool reported_healthy_{true};
+  std::string held_;
 };
 
 std::uint64_t count_lines(std::string_view s);
@@ -81,6 +91,7 @@ class FileSink final : public Sink {
  public:
   static Result<std::unique_ptr<FileSink>> open(std::string path);
   std::string_view name() const override { return name_; }
+  bool batches_lines() const override { return true; }
   bool write(std::string_view lines) override;
   Result<Unit> reopen() override;
   // stat(path) against fstat(fd): a deleted or replaced file is reopened.
@@ -106,6 +117,7 @@ class FdSink final : public Sink {
  public:
   FdSink(int fd, std::string name);
   std::string_view name() const override { return name_; }
+  bool batches_lines() const override { return true; }
   bool write(std::string_view lines) override;
 
  private:
@@ -122,6 +134,7 @@ class FdSink final : public Sink {
 class NullSink final : public Sink {
  public:
   std::string_view name() const override { return "null"; }
+  bool batches_lines() const override { return true; }
   bool write(std::string_view lines) override {
     count_written(count_lines(lines));
     return true;

@@ -37,11 +37,104 @@ IpAddress IpAddress::from_v6(const void* p) {
   return a;
 }
 
+namespace {
+
+char* put_dec8(char* p, unsigned v) {
+  if (v >= 100) {
+    *p++ = static_cast<char>('0' + v / 100);
+    v %= 100;
+    *p++ = static_cast<char>('0' + v / 10);
+    *p++ = static_cast<char>('0' + v % 10);
+  } else if (v >= 10) {
+    *p++ = static_cast<char>('0' + v / 10);
+    *p++ = static_cast<char>('0' + v % 10);
+  } else {
+    *p++ = static_cast<char>('0' + v);
+  }
+  return p;
+}
+
+char* put_v4(char* p, const std::uint8_t* b) {
+  p = put_dec8(p, b[0]);
+  *p++ = '.';
+  p = put_dec8(p, b[1]);
+  *p++ = '.';
+  p = put_dec8(p, b[2]);
+  *p++ = '.';
+  return put_dec8(p, b[3]);
+}
+
+// "%x" of a 16-bit word: lower case, no leading zeros.
+char* put_hex16(char* p, unsigned w) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  bool started = false;
+  for (int shift = 12; shift >= 0; shift -= 4) {
+    const unsigned d = (w >> shift) & 0xF;
+    if (d != 0 || started || shift == 0) {
+      *p++ = kHex[d];
+      started = true;
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+// IPv6 exactly as glibc's inet_ntop writes it (RFC 5952): the longest run of
+// two or more zero words (the first of equal runs) becomes "::", and
+// ::a.b.c.d / ::ffff:a.b.c.d keep their IPv4 tail in dotted form.
+std::size_t IpAddress::format(char* out) const {
+  const std::uint8_t* b = bytes.data();
+  if (family == Family::inet) return static_cast<std::size_t>(put_v4(out, b) - out);
+  unsigned w[8];
+  for (int i = 0; i < 8; ++i) w[i] = (unsigned{b[2 * i]} << 8) | b[2 * i + 1];
+  int best = -1, best_len = 0, cur = -1, cur_len = 0;
+  for (int i = 0; i < 8; ++i) {
+    if (w[i] == 0) {
+      if (cur == -1) {
+        cur = i;
+        cur_len = 1;
+      } else {
+        ++cur_len;
+      }
+    } else if (cur != -1) {
+      if (best == -1 || cur_len > best_len) {
+        best = cur;
+        best_len = cur_len;
+      }
+      cur = -1;
+    }
+  }
+  if (cur != -1 && (best == -1 || cur_len > best_len)) {
+    best = cur;
+    best_len = cur_len;
+  }
+  if (best != -1 && best_len < 2) best = -1;
+  char* p = out;
+  for (int i = 0; i < 8; ++i) {
+    if (best != -1 && i >= best && i < best + best_len) {
+      if (i == best) *p++ = ':';
+      continue;
+    }
+    if (i != 0) *p++ = ':';
+    if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff))) {
+      p = put_v4(p, b + 12);
+      return static_cast<std::size_t>(p - out);
+    }
+    p = put_hex16(p, w[i]);
+  }
+  if (best != -1 && best + best_len == 8) *p++ = ':';
+  return static_cast<std::size_t>(p - out);
+}
+
+void IpAddress::append_to(std::string& out) const {
+  char buf[kMaxText];
+  out.append(buf, format(buf));
+}
+
 std::string IpAddress::to_string() const {
-  char buf[INET6_ADDRSTRLEN];
-  const int af = family == Family::inet ? AF_INET : AF_INET6;
-  if (inet_ntop(af, bytes.data(), buf, sizeof buf) == nullptr) return {};
-  return buf;
+  char buf[kMaxText];
+  return std::string(buf, format(buf));
 }
 
 bool IpAddress::is_unspecified() const {

@@ -23,6 +23,11 @@ struct IpAddress {
   static IpAddress from_v4(const void* four_bytes);
   static IpAddress from_v6(const void* sixteen_bytes);
   std::string to_string() const;
+  // Writes the canonical text (what inet_ntop writes, without calling it) to
+  // `out`, which holds at least kMaxText bytes; returns its length. No NUL.
+  static constexpr std::size_t kMaxText = 46;
+  std::size_t format(char* out) const;
+  void append_to(std::string& out) const;
   bool is_unspecified() const;
   friend bool operator==(const IpAddress& a, const IpAddress& b) {
     return a.family == b.family && std::memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;

@@ -2,10 +2,15 @@
 
 #include <libmnl/libmnl.h>
 #include <linux/audit.h>
+#include <linux/filter.h>
 #include <linux/netlink.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
 
 #include <cstddef>
+#include <cerrno>
 #include <cstring>
+#include <string>
 
 namespace ipsec {
 
@@ -52,6 +57,32 @@ std::string_view audit_record_text(Bytes payload) {
   std::string_view t(reinterpret_cast<const char*>(payload.data()), payload.size());
   while (!t.empty() && (t.back() == '\0' || t.back() == '\n')) t.remove_suffix(1);
   return t;
+}
+
+std::vector<std::uint64_t> audit_ipsec_filter_program() {
+  // ldh [4]: nlmsg_type. Classic BPF loads in network byte order; the header
+  // is in host order, hence htons. A datagram shorter than 6 bytes fails the
+  // load, which drops it (the reader would reject it anyway).
+  const sock_filter prog[] = {
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, offsetof(nlmsghdr, nlmsg_type)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, htons(AUDIT_MAC_IPSEC_EVENT), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0xFFFFFFFFu),  // keep all of it
+      BPF_STMT(BPF_RET | BPF_K, 0),            // drop
+  };
+  static_assert(sizeof(sock_filter) == sizeof(std::uint64_t));
+  std::vector<std::uint64_t> words(sizeof prog / sizeof prog[0]);
+  std::memcpy(words.data(), prog, sizeof prog);
+  return words;
+}
+
+Result<Unit> attach_audit_ipsec_filter(int fd) {
+  auto words = audit_ipsec_filter_program();
+  sock_fprog fprog{};
+  fprog.len = static_cast<unsigned short>(words.size());
+  fprog.filter = reinterpret_cast<sock_filter*>(words.data());
+  if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) != 0)
+    return make_error(Errc::io, std::string("SO_ATTACH_FILTER: ") + std::strerror(errno), errno);
+  return Unit{};
 }
 
 }  // namespace ipsec

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <string.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -89,6 +90,52 @@ NetlinkSocket::Received NetlinkSocket::receive_from(int fd, std::span<std::uint8
   }
   if ((msg.msg_flags & MSG_TRUNC) != 0) return {RecvStatus::truncated, got, 0};
   return {RecvStatus::ok, got, 0};
+}
+
+std::size_t NetlinkSocket::receive_many(std::span<std::uint8_t> buffer, std::size_t slot, std::span<Received> out) {
+  return receive_many_from(fd(), buffer, slot, out);
+}
+
+std::size_t NetlinkSocket::receive_many_from(int fd, std::span<std::uint8_t> buffer, std::size_t slot,
+                                             std::span<Received> out) {
+  constexpr std::size_t kMaxSlots = 256;
+  const std::size_t n = std::min({buffer.size() / slot, out.size(), kMaxSlots});
+  if (n == 0) return 0;
+  sockaddr_nl from[kMaxSlots];
+  iovec iov[kMaxSlots];
+  mmsghdr msgs[kMaxSlots];
+  for (std::size_t i = 0; i < n; ++i) {
+    from[i] = sockaddr_nl{};
+    iov[i] = iovec{buffer.data() + i * slot, slot};
+    msgs[i] = mmsghdr{};
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  const int got = recvmmsg(fd, msgs, static_cast<unsigned>(n), MSG_DONTWAIT, nullptr);
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      out[0] = {RecvStatus::again, 0, errno};
+    else if (errno == ENOBUFS)
+      out[0] = {RecvStatus::overrun, 0, errno};
+    else
+      out[0] = {RecvStatus::error, 0, errno};
+    return 0;
+  }
+  for (std::size_t i = 0; i < static_cast<std::size_t>(got); ++i) {
+    const msghdr& m = msgs[i].msg_hdr;
+    const std::size_t len = std::min<std::size_t>(msgs[i].msg_len, slot);
+    if (m.msg_namelen != sizeof from[i] || from[i].nl_family != AF_NETLINK || from[i].nl_pid != 0) {
+      explicit_bzero(buffer.data() + i * slot, len);
+      out[i] = {RecvStatus::rejected, 0, 0};
+    } else if ((m.msg_flags & MSG_TRUNC) != 0) {
+      out[i] = {RecvStatus::truncated, len, 0};
+    } else {
+      out[i] = {RecvStatus::ok, len, 0};
+    }
+  }
+  return static_cast<std::size_t>(got);
 }
 
 Result<Unit> NetlinkSocket::send(Bytes message) {

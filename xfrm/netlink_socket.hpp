@@ -56,6 +56,14 @@ class NetlinkSocket {
   // SA message all the same.
   static Received receive_from(int fd, std::span<std::uint8_t> buffer);
 
+  // Up to buffer.size() / slot datagrams with one recvmmsg(2), each into its
+  // own `slot` bytes of `buffer` and checked as receive() checks one; the
+  // results go to out[0..n). Returns n (0 with out[0] again / overrun / error
+  // when nothing was read). Fewer than the slots: the queue is empty now.
+  std::size_t receive_many(std::span<std::uint8_t> buffer, std::size_t slot, std::span<Received> out);
+  static std::size_t receive_many_from(int fd, std::span<std::uint8_t> buffer, std::size_t slot,
+                                       std::span<Received> out);
+
   Result<Unit> send(Bytes message);
 
   // Sends `request` and feeds every reply message with its sequence number to

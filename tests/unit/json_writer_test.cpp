@@ -1,6 +1,11 @@
 #include "audit/json_writer.hpp"
 
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <ctime>
+#include <limits>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "audit/catalogue.hpp"
@@ -86,6 +91,45 @@ TEST(JsonWriter, Rfc3339BeforeEpochAndRounding) {
   std::string s;
   append_rfc3339(s, std::chrono::system_clock::time_point(std::chrono::nanoseconds(-1)));
   EXPECT_EQ(s, "1969-12-31T23:59:59.999999999Z");
+}
+
+// The hand-written date against gmtime_r + strftime + "%09ld" (what it
+// replaced), over the whole range of a system_clock time point, and runs of
+// records within one second (the cached case) and across a second boundary.
+TEST(JsonWriter, Rfc3339MatchesStrftime) {
+  auto reference = [](std::int64_t ns) {
+    std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
+    long frac = static_cast<long>(ns % 1000000000);
+    if (frac < 0) {
+      frac += 1000000000;
+      --secs;
+    }
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char b[48];
+    std::string r(b, std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm));
+    char f[16];
+    std::snprintf(f, sizeof f, ".%09ldZ", frac);
+    return r + f;
+  };
+  std::uint64_t x = 88172645463325252ull;
+  std::vector<std::int64_t> samples = {0, -1, 1, 999999999, 1000000000, -1000000000, -1000000001,
+                                       951782400ll * 1000000000, 4107542400ll * 1000000000,  // 2000-02-29, 2100-03-01
+                                       std::numeric_limits<std::int64_t>::max(),
+                                       std::numeric_limits<std::int64_t>::min() + 1};
+  for (int i = 0; i < 100000; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    const auto v = static_cast<std::int64_t>(x);
+    samples.push_back(v);
+    if (i % 10 == 0) samples.push_back(v + 1);  // same second, cached
+  }
+  for (const auto ns : samples) {
+    std::string s;
+    append_rfc3339(s, std::chrono::system_clock::time_point(std::chrono::nanoseconds(ns)));
+    ASSERT_EQ(s, reference(ns)) << ns;
+  }
 }
 
 TEST(JsonWriter, ReplayBasisAndCorrelationAreWrittenByName) {

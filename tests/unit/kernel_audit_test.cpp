@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 #include <linux/netlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <string_view>
 
 #include <cstring>
 #include <vector>
@@ -144,3 +150,55 @@ TEST(KernelAuditFixture, StatusReplyAndAck) {
   }));
   EXPECT_EQ(acks, 1);
 }
+
+// The audit socket's BPF filter, run by the kernel: attached to one end of an
+// AF_UNIX datagram pair (which takes SO_ATTACH_FILTER like a netlink socket),
+// it must pass MAC_IPSEC_EVENT datagrams whole and drop every other type.
+namespace {
+std::vector<std::uint8_t> nl_datagram(std::uint16_t type, std::string_view text) {
+  std::vector<std::uint8_t> b(NLMSG_HDRLEN + text.size(), 0);
+  nlmsghdr h{};
+  h.nlmsg_len = static_cast<std::uint32_t>(b.size());
+  h.nlmsg_type = type;
+  std::memcpy(b.data(), &h, sizeof h);
+  std::memcpy(b.data() + NLMSG_HDRLEN, text.data(), text.size());
+  return b;
+}
+}  // namespace
+
+TEST(KernelAudit, IpsecFilterKeepsOnlyMacIpsecEvent) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_TRUE(attach_audit_ipsec_filter(sv[1])) << std::strerror(errno);
+  const std::string rec = "audit(1795394826.304:15): op=SA-icv-failure src=10.0.0.1 dst=10.0.0.2 spi=4097(0x1001)";
+  struct Case {
+    std::uint16_t type;
+    bool kept;
+  };
+  // 1415 and its byte-swapped twin 0x8705, neighbours, SYSCALL, USER, EOE,
+  // NLMSG_ERROR / NLMSG_DONE (never sent on the multicast socket), AUDIT_GET.
+  const Case cases[] = {{1415, true},  {0x8705, false}, {1414, false}, {1416, false}, {1300, false}, {1107, false},
+                        {1320, false}, {NLMSG_ERROR, false}, {NLMSG_DONE, false}, {kAuditGet, false}, {1415, true}};
+  for (const auto& c : cases) {
+    const auto d = nl_datagram(c.type, rec);
+    ASSERT_EQ(::send(sv[0], d.data(), d.size(), 0), static_cast<ssize_t>(d.size()));
+    std::uint8_t got[512];
+    const ssize_t n = ::recv(sv[1], got, sizeof got, 0);
+    if (c.kept) {
+      ASSERT_EQ(n, static_cast<ssize_t>(d.size())) << c.type;
+      EXPECT_EQ(std::memcmp(got, d.data(), d.size()), 0);
+    } else {
+      EXPECT_EQ(n, -1) << c.type << " passed the filter";
+      EXPECT_EQ(errno, EAGAIN);
+    }
+  }
+  // Too short to hold nlmsg_type: dropped.
+  const std::uint8_t stub[3] = {1, 2, 3};
+  ASSERT_EQ(::send(sv[0], stub, sizeof stub, 0), 3);
+  std::uint8_t got[16];
+  EXPECT_EQ(::recv(sv[1], got, sizeof got, 0), -1);
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+TEST(KernelAudit, IpsecFilterProgramIsSmall) { EXPECT_EQ(audit_ipsec_filter_program().size(), 4u); }

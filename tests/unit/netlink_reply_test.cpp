@@ -194,6 +194,29 @@ TEST(NetlinkReceive, RejectedDatagramIsWiped) {
   ::close(sv[1]);
 }
 
+// recvmmsg: every datagram queued (fewer than the slots) in one call, each
+// checked and, not being from the kernel, rejected and wiped in its slot;
+// then nothing is left.
+TEST(NetlinkReceive, ManyInOneCallEachCheckedAndWiped) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+  const std::string secret = "pretend-this-is-an-SA-key-0123456789";
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(::send(sv[1], secret.data(), secret.size(), 0), static_cast<ssize_t>(secret.size()));
+  constexpr std::size_t kSlot = 64;
+  std::vector<std::uint8_t> buf(4 * kSlot, 0xAA);
+  std::vector<NetlinkSocket::Received> got(4);
+  ASSERT_EQ(NetlinkSocket::receive_many_from(sv[0], buf, kSlot, got), 3u);
+  for (std::size_t d = 0; d < 3; ++d) {
+    EXPECT_EQ(got[d].status, NetlinkSocket::RecvStatus::rejected);
+    for (std::size_t i = 0; i < secret.size(); ++i) ASSERT_EQ(buf[d * kSlot + i], 0) << "slot " << d << " byte " << i;
+  }
+  EXPECT_EQ(buf[3 * kSlot], 0xAA) << "the unused slot is untouched";
+  EXPECT_EQ(NetlinkSocket::receive_many_from(sv[0], buf, kSlot, got), 0u);
+  EXPECT_EQ(got[0].status, NetlinkSocket::RecvStatus::again);
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
 TEST(SecureBuffer, PageAlignedExcludedFromCoreDumpsAndWiped) {
   SecureBuffer b(5000);
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));

@@ -1,0 +1,239 @@
+#!/usr/bin/python3
+"""audit-load: a sustained stream of kernel audit records on this host, and
+what ipsec-auditd costs to turn it into JSON lines.
+
+IPsec records: SPD changes (`ip -batch` policy add/del) in a private network
+namespace at --rate records per second (each change is one MAC_IPSEC_EVENT
+record, SPD-add or SPD-delete). Noise: --noise AUDIT_TRUSTED_APP user records
+per second sent on a NETLINK_AUDIT socket (not IPsec: the agent's BPF filter
+should drop them in the kernel). Kernel audit is switched on for the run and
+put back, the backlog limit raised to 8192 and put back.
+
+Prints records/s written, CPU seconds per 100k records, syscalls per record
+(perf stat -e raw_syscalls:sys_enter on the agent), voluntary context
+switches per record, peak RSS, and the delay from the kernel's record time to
+the agent's receive time (p50/p99). A figure, never a test: --smoke only
+checks the harness runs (short, no figure asserted). Root only.
+
+  tools/bench/audit-load.py --agent build-rel/bin/ipsec-auditd --rate 2000 --seconds 20
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "live"))
+from livelib import KernelAuditGuard, Netns, audit_set_backlog_limit, audit_set_enabled, audit_status  # noqa: E402
+
+NETLINK_AUDIT = 9
+AUDIT_TRUSTED_APP = 1121
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def proc_status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def kib(v):
+    return int(v.split()[0])
+
+
+class Noise:
+    """AUDIT_TRUSTED_APP records from user space (root: CAP_AUDIT_WRITE)."""
+
+    def __init__(self):
+        self.s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
+        self.s.bind((0, 0))
+        self.s.setblocking(False)
+        self.seq = 0
+        self.sent = 0
+
+    def send(self, n):
+        for _ in range(n):
+            self.seq += 1
+            text = f"op=audit-load-noise seq={self.seq} res=success".encode() + b"\0"
+            msg = struct.pack("=IHHII", 16 + len(text), AUDIT_TRUSTED_APP, 0x1, self.seq, 0) + text
+            try:
+                self.s.send(msg)
+                self.sent += 1
+            except BlockingIOError:
+                pass
+        try:  # acks are not requested; drain anything the kernel sends back
+            while self.s.recv(65536):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+
+def percentile(v, p):
+    if not v:
+        return None
+    v = sorted(v)
+    return v[min(len(v) - 1, int(len(v) * p / 100))]
+
+
+def parse_time(s):
+    # "2026-12-01T09:00:00.123456789Z" -> seconds (float; ns precision is not needed here)
+    from datetime import datetime, timezone
+    main, frac = s[:-1].split(".")
+    t = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return t + int(frac) / 10 ** len(frac)
+
+
+def run(a):
+    tmp = tempfile.mkdtemp(prefix="ipsec-audit-load-")
+    out = os.path.join(tmp, "events.jsonl")
+    result = {}
+    with KernelAuditGuard(), Netns("ial") as ns:
+        st = audit_status()
+        if st["backlog_limit"] and st["backlog_limit"] < 8192:
+            audit_set_backlog_limit(8192)
+        if not st["enabled"]:
+            audit_set_enabled(True)
+        agent = subprocess.Popen(
+            [a.agent, "--foreground", "--output", f"jsonl:{out}", "--state-dir", os.path.join(tmp, "state"),
+             "--control-socket", os.path.join(tmp, "control.sock"),
+             *(["--batch-delay-ms", str(a.batch_delay_ms)] if a.batch_delay_ms >= 0 else [])],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "stderr.log"), "w"))
+        try:
+            deadline = time.time() + 15
+            while time.time() < deadline and not (os.path.exists(out) and "service-started" in open(out).read()):
+                if agent.poll() is not None:
+                    raise SystemExit(f"agent exited: {open(os.path.join(tmp, 'stderr.log')).read()}")
+                time.sleep(0.05)
+            ipb = subprocess.Popen(["ip", "-n", ns.name, "-batch", "-"], stdin=subprocess.PIPE, text=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            noise = Noise() if a.noise > 0 else None
+            perf = None
+            if shutil.which("perf") and not a.smoke:
+                perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(agent.pid)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            strace = None
+            if a.strace:  # which syscalls: costs CPU, so the CPU figure of such a run is not one
+                strace = subprocess.Popen(["strace", "-c", "-f", "-o", a.strace, "-p", str(agent.pid)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cpu0, st0 = proc_cpu_seconds(agent.pid), proc_status(agent.pid)
+            t0 = time.time()
+            tick, changes, noise_due = 0.01, 0, 0.0
+            i = 0
+            while time.time() - t0 < a.seconds:
+                target = int((time.time() - t0) * a.rate)
+                lines = []
+                while changes < target:
+                    # Each pair is one add and one delete: two records.
+                    x = i % 60000
+                    sel = f"src 10.{x >> 8 & 255}.{x & 255}.1/32 dst 10.200.0.1/32 dir out"
+                    lines.append(f"xfrm policy {'add' if changes % 2 == 0 else 'del'} {sel}\n")
+                    if changes % 2 == 1:
+                        i += 1
+                    changes += 1
+                if lines:
+                    ipb.stdin.write("".join(lines))
+                    ipb.stdin.flush()
+                if noise:
+                    noise_due += a.noise * tick
+                    noise.send(int(noise_due))
+                    noise_due -= int(noise_due)
+                time.sleep(tick)
+            ipb.stdin.close()
+            ipb.wait(30)
+            elapsed = time.time() - t0
+            # Wait for the last records (the correlator holds SPD records up to its window).
+            want = changes
+            deadline = time.time() + 10
+            got = 0
+            while time.time() < deadline:
+                with open(out) as f:
+                    got = sum(1 for line in f if '"op":"SPD-' in line)
+                if got >= want:
+                    break
+                time.sleep(0.1)
+            cpu1, st1 = proc_cpu_seconds(agent.pid), proc_status(agent.pid)
+            syscalls = None
+            if perf:
+                perf.send_signal(signal.SIGINT)
+                _, err = perf.communicate(timeout=10)
+                for line in err.splitlines():
+                    if "raw_syscalls:sys_enter" in line:
+                        try:
+                            syscalls = int(line.split(",")[0])
+                        except ValueError:
+                            pass
+            if strace:
+                strace.send_signal(signal.SIGINT)
+                strace.wait(10)
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(15)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+        records = [json.loads(line) for line in open(out) if line.endswith("\n")]
+        spd = [r for r in records if r.get("audit", {}).get("op", "").startswith("SPD-")]
+        delays = [parse_time(r["time"]) - parse_time(r["kernel_time"]) for r in spd if r.get("kernel_time")]
+        stopped = [r for r in records if r["event"] == "service-stopped"]
+        n = max(1, len(spd))
+        result = {
+            "rate_asked": a.rate, "seconds": round(elapsed, 2), "changes_made": changes,
+            "noise_sent": noise.sent if noise else 0,
+            "records_written": len(spd), "records_per_s": round(len(spd) / elapsed, 1),
+            "cpu_s_per_100k": round((cpu1 - cpu0) / n * 100000, 2),
+            "syscalls_per_record": round(syscalls / n, 3) if syscalls is not None else None,
+            "voluntary_ctxt_switches_per_record": round(
+                (int(st1["voluntary_ctxt_switches"]) - int(st0["voluntary_ctxt_switches"])) / n, 3),
+            "peak_rss_kib": kib(st1["VmHWM"]), "rss_kib": kib(st1["VmRSS"]),
+            "receive_delay_ms_p50": round(percentile(delays, 50) * 1000, 1) if delays else None,
+            "receive_delay_ms_p99": round(percentile(delays, 99) * 1000, 1) if delays else None,
+            "events_lost_records": sum(1 for r in records if r["event"] == "events-lost"),
+            "kernel_audit_stats": stopped[0].get("kernel_audit_stats") if stopped else None,
+            "batch_delay_ms": a.batch_delay_ms,
+        }
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--rate", type=int, default=2000, help="IPsec audit records per second (SPD add/del)")
+    ap.add_argument("--noise", type=int, default=0, help="non-IPsec AUDIT_TRUSTED_APP records per second")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--batch-delay-ms", type=int, default=20,
+                    help="the agent's moderation delay; -1: pass no option (an agent older than batching)")
+    ap.add_argument("--strace", metavar="FILE", help="also write strace -c -f of the agent to FILE")
+    ap.add_argument("--smoke", action="store_true", help="short run: checks the harness works, asserts no figure")
+    a = ap.parse_args()
+    if a.smoke:
+        a.rate, a.seconds, a.noise = min(a.rate, 200), min(a.seconds, 2), min(a.noise, 200)
+    if os.geteuid() != 0:
+        raise SystemExit("audit-load needs root (kernel audit switch, netns, CAP_AUDIT_WRITE)")
+    r = run(a)
+    print(json.dumps(r, indent=1))
+    if a.smoke:
+        ok = r["records_written"] > 0 and r["changes_made"] > 0
+        print("audit-load smoke:", "ok" if ok else "FAILED (no IPsec record came through)")
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
