@@ -117,12 +117,27 @@ bool ChangeCorrelator::awaits_audit(const std::vector<std::uint64_t>& ids) const
       newest = std::max(newest, e.time);
     }
   }
-  if (audit >= xfrm) return false;
+  if (audit > xfrm) {
+    // A flush's audit records (several under one serial) come before its
+    // FLUSH message: wait for the XFRM side.
+    for (auto id : ids) {
+      const Event& e = pending_[static_cast<std::size_t>(id - base_)].event;
+      if (e.source != Source::kernel_audit || !e.kernel) continue;
+      auto it = serials_.find(e.kernel->serial);
+      if (it != serials_.end() && it->second > 1) return true;
+    }
+    return false;
+  }
+  if (audit == xfrm) return false;
   return !horizon_ || *horizon_ <= newest + kHorizonSlack;
 }
 
 void ChangeCorrelator::add(Event e, Clock::time_point now) {
-  if (e.source == Source::kernel_audit && e.kernel) audit_seen(*e.kernel);
+  if (e.source == Source::kernel_audit && e.kernel) {
+    audit_seen(*e.kernel);
+    ++serials_[e.kernel->serial];
+  }
+  waiting_ = false;  // anything new may complete the group that waits
   const std::uint64_t id = base_ + pending_.size();
   groups_[key_of(e)].push_back(id);
   pending_.push_back(Pending{std::move(e), now});
@@ -140,7 +155,14 @@ void ChangeCorrelator::decide(const std::vector<std::uint64_t>& ids, std::vector
     Pending& p = at(id);
     (p.event.source == Source::kernel_audit ? audit : xfrm).push_back(&p);
   }
-  for (auto id : ids) at(id).done = true;
+  for (auto id : ids) {
+    Pending& p = at(id);
+    p.done = true;
+    if (p.event.source == Source::kernel_audit && p.event.kernel) {
+      auto it = serials_.find(p.event.kernel->serial);
+      if (it != serials_.end() && --it->second == 0) serials_.erase(it);
+    }
+  }
   if (xfrm.size() == 1 && audit.size() == 1) {
     out.push_back(merge(std::move(xfrm[0]->event), std::move(audit[0]->event), Correlation::matched));
     return;

@@ -28,7 +28,11 @@
 // passed it (an audit record stamped more than `kHorizonSlack` after the
 // newest XFRM message of the group: the kernel queues a change's audit record
 // before or right after its XFRM message, and kauditd sends in order), or
-// `late_limit` (records lost). Output order stays arrival order.
+// `late_limit` (records lost). The other way round, a flush audits each
+// entry during the syscall (all under one serial) and sends its one FLUSH
+// message at the end: audit records that share their serial with another
+// SAD/SPD record wait, likewise up to `late_limit`, for their XFRM messages.
+// Output order stays arrival order.
 // Pure: time is passed in. Single-threaded.
 #pragma once
 
@@ -94,7 +98,8 @@ class ChangeCorrelator {
     bool done{false};
   };
   static Key key_of(const Event& e);
-  // True while the group's audit records may still be on their way.
+  // True while the group's audit records may still be on their way, or (a
+  // flush) its XFRM messages.
   bool awaits_audit(const std::vector<std::uint64_t>& ids) const;
   void decide(const std::vector<std::uint64_t>& ids, std::vector<Event>& out);
   Pending& at(std::uint64_t id) { return pending_[static_cast<std::size_t>(id - base_)]; }
@@ -104,6 +109,7 @@ class ChangeCorrelator {
   bool audit_expected_{false};
   bool waiting_{false};  // the head group awaits its audit records
   std::optional<std::chrono::system_clock::time_point> horizon_;  // newest audit time stamp seen
+  std::unordered_map<std::uint64_t, std::uint32_t> serials_;       // SAD/SPD audit records pending per serial
   std::deque<Pending> pending_;  // arrival order; entry i has id base_ + i
   std::uint64_t base_{0};
   std::unordered_map<Key, std::vector<std::uint64_t>, KeyHash> groups_;  // undecided ids per change, in arrival order

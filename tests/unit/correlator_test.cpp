@@ -311,3 +311,28 @@ TEST(Correlator, LostAuditRecordEndsTheWaitAtTheLimit) {
   EXPECT_EQ(*out[1].spi, 2u);
   EXPECT_EQ(*out[1].correlation, Correlation::matched);
 }
+
+// A flush audits each entry inside the syscall, under one serial, and sends
+// its one FLUSH message at the end: the audit records come first and wait
+// for the XFRM side rather than stand alone after the window.
+TEST(Correlator, FlushAuditRecordsWaitForTheFlushMessage) {
+  ChangeCorrelator c(250ms);
+  c.set_audit_expected(true);
+  const auto t0 = Clock::time_point{} + 1s;
+  for (std::uint32_t spi = 1; spi <= 3; ++spi) {
+    auto a = change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2", spi);
+    a.kernel = AuditHeader{1000, 0, 77};
+    c.add(a, t0);
+  }
+  auto lone = change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.9", "10.0.0.2", 9);
+  lone.kernel = AuditHeader{1000, 0, 78};  // one change of its own (e.g. an unwatched netns)
+  c.add(lone, t0 + 1ms);
+  EXPECT_TRUE(c.take_ready(t0 + 400ms).empty());
+  for (std::uint32_t spi = 1; spi <= 3; ++spi)
+    c.add(stamped(change(EventKind::sa_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2", spi), 1'000'400),
+          t0 + 400ms);
+  auto out = c.take_ready(t0 + 400ms);
+  ASSERT_EQ(out.size(), 4u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(*out[static_cast<std::size_t>(i)].correlation, Correlation::matched);
+  EXPECT_EQ(*out[3].correlation, Correlation::unmatched);
+}
