@@ -640,6 +640,9 @@ int Daemon::run() {
         "the agent runs outside the initial network namespace: the kernel sends audit records there only, so no "
         "kernel audit record (packet failures, who made a change) will arrive. Run it in the initial namespace and "
         "watch others with --netns.");
+  // SAD/SPD changes wait for their kernel audit records only when those come.
+  xfrm_->set_audit_reaches_us(init_netns != false);
+  xfrm_->set_audit_expected(init_netns != false && audit_->status() && audit_->status()->enabled != 0);
   const nlohmann::json agent_netns = {{"initial", init_netns ? nlohmann::json(*init_netns) : nlohmann::json("unknown")},
                                       {"label", own_netns_label()}};
 

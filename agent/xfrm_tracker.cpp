@@ -365,9 +365,11 @@ void XfrmTracker::arm(Watcher& w) {
 bool XfrmTracker::drain(Watcher& w, int batch) {
   std::uint64_t overruns = 0;
   bool policies_changed = false;
-  const auto now = std::chrono::system_clock::now();
   for (int i = 0; i < batch; ++i) {
     const auto r = w.mcast->receive(w.buf.span());
+    // Per datagram: a batch can take long to work through under load, and the
+    // correlator compares this time with the kernel's audit time stamps.
+    const auto now = std::chrono::system_clock::now();
     if (r.status == NetlinkSocket::RecvStatus::again) break;
     if (r.status == NetlinkSocket::RecvStatus::overrun) {
       ++overruns;
@@ -494,11 +496,25 @@ void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry
   for (const auto& [i, s] : match_packet_event(e, tables).hits) hits.emplace_back(watchers_[i].get(), s);
 }
 
+void XfrmTracker::set_audit_expected(bool on) {
+  if (on == correlator_.audit_expected()) return;
+  correlator_.set_audit_expected(on);
+  arm_correlator();
+}
+
 void XfrmTracker::on_audit_event(Event e) {
   if (ChangeCorrelator::joins(e.kind)) {
     correlator_.add(std::move(e), ChangeCorrelator::Clock::now());
     arm_correlator();
     return;
+  }
+  // Any audit record tells how far kauditd has come: changes waiting for
+  // theirs may be decided now.
+  if (e.kernel && correlator_.audit_seen(*e.kernel)) arm_correlator();
+  if (e.kind == EventKind::kernel_audit_changed && e.detail.is_object() && e.detail.contains("kernel_audit")) {
+    const auto& ka = e.detail["kernel_audit"];
+    if (ka.is_object() && ka.contains("enabled") && ka["enabled"].is_number())
+      set_audit_expected(ka["enabled"].get<long long>() != 0 && audit_reaches_us_);
   }
   if (!is_packet_event(e.kind)) {
     sink_(e);

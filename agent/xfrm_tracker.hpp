@@ -81,6 +81,12 @@ class XfrmTracker {
   Result<Unit> start();
   // Every kernel-audit event passes through here on its way to the sinks.
   void on_audit_event(Event e);
+  // Kernel audit is on and its records reach this agent (it runs in the
+  // initial netns): SAD/SPD changes from XFRM then wait for their audit
+  // records beyond the correlation window (see ChangeCorrelator). Later
+  // kernel-audit-changed events passing through on_audit_event update it.
+  void set_audit_expected(bool on);
+  void set_audit_reaches_us(bool yes) { audit_reaches_us_ = yes; }
   // Reads what is already queued on the XFRM sockets, decides everything
   // still pending (replay records get their GETSA) and emits it, then calls
   // `done` (at once when nothing waits for the kernel).
@@ -158,6 +164,7 @@ class XfrmTracker {
   std::vector<std::string> missing_;
   std::set<std::pair<unsigned long long, unsigned long long>> warned_;  // netns ids already warned about
   ChangeCorrelator correlator_;
+  bool audit_reaches_us_{true};
   boost::asio::steady_timer corr_timer_;
   std::optional<std::chrono::steady_clock::time_point> corr_armed_;  // when corr_timer_ is due, if waiting
   XfrmTrackerStats stats_;

@@ -95,7 +95,49 @@ ChangeCorrelator::Key ChangeCorrelator::key_of(const Event& e) {
   return Key{k, e.src, e.dst, sa ? e.spi : std::nullopt};
 }
 
+bool ChangeCorrelator::audit_seen(const AuditHeader& h) {
+  const auto t = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::seconds(h.sec) +
+                                                                      std::chrono::milliseconds(h.msec)));
+  if (!horizon_ || t > *horizon_) horizon_ = t;
+  const bool was = waiting_;
+  waiting_ = false;
+  return was;
+}
+
+bool ChangeCorrelator::awaits_audit(const std::vector<std::uint64_t>& ids) const {
+  std::size_t xfrm = 0, audit = 0;
+  std::chrono::system_clock::time_point newest{};
+  for (auto id : ids) {
+    const Event& e = pending_[static_cast<std::size_t>(id - base_)].event;
+    if (e.source == Source::kernel_audit) {
+      ++audit;
+    } else {
+      ++xfrm;
+      newest = std::max(newest, e.time);
+    }
+  }
+  if (audit > xfrm) {
+    // A flush's audit records (several under one serial) come before its
+    // FLUSH message: wait for the XFRM side.
+    for (auto id : ids) {
+      const Event& e = pending_[static_cast<std::size_t>(id - base_)].event;
+      if (e.source != Source::kernel_audit || !e.kernel) continue;
+      auto it = serials_.find(e.kernel->serial);
+      if (it != serials_.end() && it->second > 1) return true;
+    }
+    return false;
+  }
+  if (audit == xfrm) return false;
+  return !horizon_ || *horizon_ <= newest + kHorizonSlack;
+}
+
 void ChangeCorrelator::add(Event e, Clock::time_point now) {
+  if (e.source == Source::kernel_audit && e.kernel) {
+    audit_seen(*e.kernel);
+    ++serials_[e.kernel->serial];
+  }
+  waiting_ = false;  // anything new may complete the group that waits
   const std::uint64_t id = base_ + pending_.size();
   groups_[key_of(e)].push_back(id);
   pending_.push_back(Pending{std::move(e), now});
@@ -103,7 +145,7 @@ void ChangeCorrelator::add(Event e, Clock::time_point now) {
 
 std::optional<ChangeCorrelator::Clock::time_point> ChangeCorrelator::next_deadline() const {
   for (const auto& p : pending_)
-    if (!p.done) return p.at + window_;
+    if (!p.done) return p.at + (waiting_ ? late_limit_ : window_);
   return std::nullopt;
 }
 
@@ -113,7 +155,14 @@ void ChangeCorrelator::decide(const std::vector<std::uint64_t>& ids, std::vector
     Pending& p = at(id);
     (p.event.source == Source::kernel_audit ? audit : xfrm).push_back(&p);
   }
-  for (auto id : ids) at(id).done = true;
+  for (auto id : ids) {
+    Pending& p = at(id);
+    p.done = true;
+    if (p.event.source == Source::kernel_audit && p.event.kernel) {
+      auto it = serials_.find(p.event.kernel->serial);
+      if (it != serials_.end() && --it->second == 0) serials_.erase(it);
+    }
+  }
   if (xfrm.size() == 1 && audit.size() == 1) {
     out.push_back(merge(std::move(xfrm[0]->event), std::move(audit[0]->event), Correlation::matched));
     return;
@@ -171,6 +220,11 @@ std::vector<Event> ChangeCorrelator::take_ready(Clock::time_point now, bool all)
     }
     if (!all && now - head.at < window_) break;
     auto g = groups_.find(key_of(head.event));
+    if (!all && audit_expected_ && now - head.at < late_limit_ && awaits_audit(g->second)) {
+      waiting_ = true;  // looked at again when an audit record comes, or at late_limit
+      break;
+    }
+    waiting_ = false;
     const std::vector<std::uint64_t> ids = std::move(g->second);
     groups_.erase(g);
     decide(ids, out);

@@ -19,9 +19,24 @@
 //                                                 with every audit record as a candidate
 // Each change is written once: no audit record of a group is written beside
 // the XFRM messages it may belong to. Keyed: each event costs O(1).
+//
+// kauditd can deliver an audit record well after the XFRM message of the
+// same change (seen: 310 ms on a loaded machine). While kernel audit is on
+// and its records reach this agent (`set_audit_expected`), a group with more
+// XFRM messages than audit records is not decided "none" at the end of the
+// window but waits until its audit records came, or the audit stream has
+// passed it (an audit record stamped more than `kHorizonSlack` after the
+// newest XFRM message of the group: the kernel queues a change's audit record
+// before or right after its XFRM message, and kauditd sends in order), or
+// `late_limit` (records lost). The other way round, a flush audits each
+// entry during the syscall (all under one serial) and sends its one FLUSH
+// message at the end: audit records that share their serial with another
+// SAD/SPD record wait, likewise up to `late_limit`, for their XFRM messages.
+// Output order stays arrival order.
 // Pure: time is passed in. Single-threaded.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <compare>
 #include <cstdint>
@@ -37,7 +52,21 @@ namespace ipsec {
 class ChangeCorrelator {
  public:
   using Clock = std::chrono::steady_clock;
-  explicit ChangeCorrelator(std::chrono::milliseconds window) : window_(window) {}
+  explicit ChangeCorrelator(std::chrono::milliseconds window,
+                            std::chrono::milliseconds late_limit = std::chrono::milliseconds(5000))
+      : window_(window), late_limit_(std::max(window, late_limit)) {}
+  static constexpr std::chrono::milliseconds kHorizonSlack{50};
+
+  // Kernel audit is on and its records reach this agent: XFRM changes wait
+  // (up to late_limit) for theirs. Off, or not known: the window alone.
+  void set_audit_expected(bool on) {
+    audit_expected_ = on;
+    waiting_ = false;
+  }
+  bool audit_expected() const { return audit_expected_; }
+  // Any kernel audit record's time stamp (not only SAD/SPD ones): how far the
+  // audit stream has come. True when a waiting group should be looked at again.
+  bool audit_seen(const AuditHeader& h);
 
   // True for the kinds this correlator joins (SA/policy added/deleted).
   static bool joins(EventKind k);
@@ -69,10 +98,18 @@ class ChangeCorrelator {
     bool done{false};
   };
   static Key key_of(const Event& e);
+  // True while the group's audit records may still be on their way, or (a
+  // flush) its XFRM messages.
+  bool awaits_audit(const std::vector<std::uint64_t>& ids) const;
   void decide(const std::vector<std::uint64_t>& ids, std::vector<Event>& out);
   Pending& at(std::uint64_t id) { return pending_[static_cast<std::size_t>(id - base_)]; }
 
   std::chrono::milliseconds window_;
+  std::chrono::milliseconds late_limit_;
+  bool audit_expected_{false};
+  bool waiting_{false};  // the head group awaits its audit records
+  std::optional<std::chrono::system_clock::time_point> horizon_;  // newest audit time stamp seen
+  std::unordered_map<std::uint64_t, std::uint32_t> serials_;       // SAD/SPD audit records pending per serial
   std::deque<Pending> pending_;  // arrival order; entry i has id base_ + i
   std::uint64_t base_{0};
   std::unordered_map<Key, std::vector<std::uint64_t>, KeyHash> groups_;  // undecided ids per change, in arrival order

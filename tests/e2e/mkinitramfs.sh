@@ -20,8 +20,9 @@ MODS="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci 
 # Preloaded by /init as well (with their dependencies, resolved here by the
 # host's modprobe): everything the lab's SAs, netns and nft rules need, so the
 # VM can run with kernel module autoloading off (each usermode modprobe spawn
-# costs ~0.3 s under TCG and the crypto API asks for a dozen).
-PRELOAD=${E2E_PRELOAD:-"esp4 esp6 xfrm_user veth nf_tables nft_log nfnetlink_log crypto-gcm crypto-ctr
+# costs ~0.3 s under TCG and the crypto API asks for a dozen). xfrm_interface:
+# the strongSwan scenario's route-based child.
+PRELOAD=${E2E_PRELOAD:-"esp4 esp6 xfrm_user xfrm_interface veth nf_tables nft_log nfnetlink_log crypto-gcm crypto-ctr
  crypto-ghash crypto-authenc crypto-seqiv crypto-echainiv crypto-sha512 crypto-sha3-256
  crypto-jitterentropy_rng crypto-stdrng"}
 
@@ -89,6 +90,6 @@ for m in $PRELOAD; do
 done
 cp "${E2E_INIT:-$HERE/init.sh}" "$STAGE/init"
 chmod 755 "$STAGE/init"
-( cd "$STAGE" && find . | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc 2>/dev/null ) | gzip -1 > "$OUT.tmp"
-mv "$OUT.tmp" "$OUT"
+( cd "$STAGE" && find . | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc 2>/dev/null ) | gzip -1 > "$OUT.tmp.$$"
+mv "$OUT.tmp.$$" "$OUT"
 echo "INITRD=$OUT"

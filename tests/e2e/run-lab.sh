@@ -7,15 +7,19 @@
 #
 # Options:
 #   --build-dir DIR   build tree; agent = DIR/bin/ipsec-auditd (required)
-#   --scenario NAME   esp (default) | boot
+#   --scenario NAME   esp (default) | strongswan | boot
 #   --agent PATH      agent binary, or "standin" for the python stand-in
 #   --cache DIR       kernel/initramfs cache (default DIR/e2e-cache)
 #   --out DIR         results (default DIR/e2e-out; wiped each run)
 #   --accel A         auto (default) | kvm | tcg   (env E2E_ACCEL)
-#   --timeout S       hard bound for the VM, seconds (default 300)
+#   --timeout S       hard bound for the VM, seconds (default 300; 3600 with --scale)
+#   --scale LIST      tunnel-scale benchmark instead (scenario scale, scale.py):
+#                     e.g. 250,1000,4000 tunnels up and flushed; figures in OUT/scale.txt
+#   --scale-dump M    with --scale: then a start-up dump of M SAs + M policies
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
-BUILD="" SCENARIO=esp AGENT="" CACHE="" OUT="" ACCEL=${E2E_ACCEL:-auto} TIMEOUT=${E2E_TIMEOUT:-300}
+BUILD="" SCENARIO=esp AGENT="" CACHE="" OUT="" ACCEL=${E2E_ACCEL:-auto} TIMEOUT=${E2E_TIMEOUT:-}
+SCALE="" SCALE_DUMP=0
 die() { echo "run-lab: ERROR: $*" >&2; echo "e2e: 0 passed, 1 failed" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -26,11 +30,16 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --accel) ACCEL=$2; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
-        -h|--help) sed -n "2,15p" "$0" | sed "s|^# \{0,1\}||"; echo "Env: E2E_ACCEL E2E_TIMEOUT E2E_AGENT_ARGS E2E_MODPROBE=on E2E_VM_DEBUG=CMD E2E_KVM_CPU E2E_TCG_CPU E2E_KVM_PROBE_TIMEOUT"; exit 0 ;;
+        --scale) SCALE=$2; SCENARIO=scale; shift 2 ;;
+        --scale-dump) SCALE_DUMP=$2; shift 2 ;;
+        -h|--help) sed -n "2,18p" "$0" | sed "s|^# \{0,1\}||"; echo "Env: E2E_ACCEL E2E_TIMEOUT E2E_AGENT_ARGS E2E_MODPROBE=on E2E_VM_DEBUG=CMD E2E_KVM_CPU E2E_TCG_CPU E2E_KVM_PROBE_TIMEOUT"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
 [ -n "$BUILD" ] || die "--build-dir is required"
+if [ -z "$TIMEOUT" ]; then
+    if [ "$SCENARIO" = scale ]; then TIMEOUT=3600; else TIMEOUT=300; fi
+fi
 mkdir -p "$BUILD"
 BUILD=$(cd "$BUILD" && pwd)
 CACHE=${CACHE:-$BUILD/e2e-cache}
@@ -54,8 +63,11 @@ command -v nft >/dev/null || [ -x /usr/sbin/nft ] || die "nft not found (apt-get
 mkdir -p "$CACHE"
 KINFO=$("$HERE/fetch-kernel.sh" "$CACHE") || die "cannot get the kernel (fetch-kernel.sh failed)"
 eval "$KINFO"
-INITRD="$CACHE/initramfs-$KVER.cpio.gz"
-if [ ! -f "$INITRD" ] || [ "$HERE/init.sh" -nt "$INITRD" ] || [ "$HERE/mkinitramfs.sh" -nt "$INITRD" ]; then
+# Named by the content of its inputs: several trees (worktrees, branches) may
+# share one cache, each with its own module list.
+IHASH=$(cat "$HERE/init.sh" "$HERE/mkinitramfs.sh" | sha256sum | cut -c1-12)
+INITRD="$CACHE/initramfs-$KVER-$IHASH.cpio.gz"
+if [ ! -f "$INITRD" ]; then
     "$HERE/mkinitramfs.sh" "$MODROOT" "$KVER" "$INITRD" >/dev/null || die "mkinitramfs.sh failed"
 fi
 echo "run-lab: kernel $KVER ready ($(since "$T0") s)"
@@ -112,6 +124,9 @@ OUT_VM=/run/e2e/out
 SCENARIO_TIMEOUT=$((TIMEOUT - 60))
 E2E_VM_DEBUG='${E2E_VM_DEBUG:-}'
 E2E_MODPROBE='${E2E_MODPROBE:-off}'
+E2E_SCALE='$SCALE'
+E2E_SCALE_DUMP='$SCALE_DUMP'
+E2E_AUDIT_BACKLOG='${E2E_AUDIT_BACKLOG:-8192}'
 ${E2E_AGENT_ARGS+E2E_AGENT_ARGS='$E2E_AGENT_ARGS'}
 EOT
 

@@ -331,12 +331,13 @@ def inject(frame, how=None, times=1):
 
 # ---------------------------------------------------------------- agent
 class Agent:
-    def __init__(self, agent, out):
+    def __init__(self, agent, out, extra=None, logname="agent.log"):
         self.dir = "/tmp/lab"
         os.makedirs(self.dir + "/state", exist_ok=True)
         self.events = self.dir + "/events.jsonl"
         args = ["--foreground", "--enable-kernel-audit", "--output", "jsonl:" + self.events,
-                "--state-dir", self.dir + "/state", "--control-socket", self.dir + "/ctl.sock"] + AGENT_EXTRA_ARGS
+                "--state-dir", self.dir + "/state", "--control-socket", self.dir + "/ctl.sock"] + \
+            (AGENT_EXTRA_ARGS if extra is None else extra)
         # The real agent also writes Prometheus metrics (config file only).
         self.metrics = None
         if agent != "standin":
@@ -349,7 +350,7 @@ class Agent:
         else:
             cmd = [agent] + args
         self.cmd = cmd
-        self.logf = open(os.path.join(out, "agent.log"), "w")
+        self.logf = open(os.path.join(out, logname), "w")
         log("starting agent:", " ".join(cmd))
         self.t0 = time.monotonic()
         self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -896,10 +897,39 @@ def main():
         C.check(p.returncode == 0, "capture-esp.sh ran", "rc %d" % p.returncode)
         C.check(any(f.startswith("esp-") for f in os.listdir(dest)), "esp-*.bin captured", str(os.listdir(dest)))
         return C.finish()
-    if args.scenario != "esp":
+    if args.scenario not in ("esp", "scale", "strongswan"):
         C.check(False, "known scenario", "unknown scenario %r" % args.scenario)
         return C.finish()
     st = {"agent": None, "expected": [], "steps": []}
+    if args.scenario in ("scale", "strongswan"):
+        # scale.py: the tunnel-scale benchmark (figures, lab checks only);
+        # strongswan.py: two charons. Both use this module's helpers.
+        import shutil
+        mod = __import__(args.scenario)
+        try:
+            getattr(mod, "run_" + args.scenario)(args, C, sys.modules[__name__], st)
+        except Exception as e:
+            import traceback
+            traceback.print_exc()
+            TRACE.write(traceback.format_exc())
+            C.check(False, "%s scenario ran to completion" % args.scenario, "%s: %s" % (type(e).__name__, e))
+        for c in st.get("charons", {}).values():
+            c.stop()
+        for m in st.get("monitors", {}).values():
+            if m.p.poll() is None:
+                m.stop()
+        if st["agent"] is not None and st["agent"].exit_code is None:
+            st["agent"].stop()
+        keep = ["/tmp/lab/events.jsonl", "/tmp/lab/monitor.txt", "/tmp/lab/events-dump.jsonl"]
+        keep += ["/tmp/sw/%s/%s" % (ns, f) for ns in (NS_A, NS_B) for f in ("charon.log", "charon.out")]
+        keep += ["/tmp/sw/monitor-%s.txt" % ns for ns in (NS_A, NS_B)]
+        for path in keep:
+            if os.path.exists(path) and os.path.getsize(path) < 64 << 20:
+                name = os.path.basename(path)
+                if path.startswith("/tmp/sw/%s/" % NS_A) or path.startswith("/tmp/sw/%s/" % NS_B):
+                    name = name.replace("charon", "charon-" + path.split("/")[3])
+                shutil.copyfile(path, os.path.join(OUT, name))
+        return C.finish()
     try:
         run_esp(args, C, st)
     except Exception as e:

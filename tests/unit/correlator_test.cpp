@@ -244,3 +244,95 @@ TEST(Correlator, HardExpiryJoinsSadDeleteWithoutTheBystanderActor) {
   EXPECT_FALSE(out[0].audit->auid) << "the task that happened to run is not the actor";
   EXPECT_EQ(out[0].kernel->serial, 42u);
 }
+
+// kauditd may deliver a change's audit record after the window (310 ms seen
+// on a loaded machine, issue 14's strongSwan lab): while kernel audit is on,
+// the XFRM message waits for it rather than being written "none" and the
+// audit record again "unmatched" (one change written twice).
+namespace {
+Event stamped(Event e, std::int64_t ms) {  // the time the agent got it / the kernel stamped it
+  if (e.source == Source::kernel_audit)
+    e.kernel = AuditHeader{ms / 1000, static_cast<std::uint32_t>(ms % 1000), 7};
+  else
+    e.time = std::chrono::system_clock::time_point(std::chrono::milliseconds(ms));
+  return e;
+}
+}  // namespace
+
+TEST(Correlator, LateAuditRecordIsJoinedWhileAuditIsExpected) {
+  ChangeCorrelator c(250ms);
+  c.set_audit_expected(true);
+  const auto t0 = Clock::time_point{} + 1s;
+  c.add(stamped(change(EventKind::policy_added, Source::xfrm, "0.0.0.0", "0.0.0.0"), 1'000'000), t0);
+  EXPECT_TRUE(c.take_ready(t0 + 300ms).empty());
+  EXPECT_EQ(c.next_deadline(), t0 + 5000ms);  // waiting: looked at again on audit, else at the limit
+  c.add(stamped(change(EventKind::policy_added, Source::kernel_audit, "0.0.0.0", "0.0.0.0"), 999'985), t0 + 311ms);
+  auto out = c.take_ready(t0 + 311ms);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(*out[0].correlation, Correlation::matched);
+  EXPECT_EQ(c.pending(), 0u);
+}
+
+TEST(Correlator, LateAuditRecordWithoutExpectationIsWrittenAlone) {
+  ChangeCorrelator c(250ms);  // kernel audit off or unknown: the window alone
+  const auto t0 = Clock::time_point{} + 1s;
+  c.add(stamped(change(EventKind::policy_added, Source::xfrm, "0.0.0.0", "0.0.0.0"), 1'000'000), t0);
+  auto out = c.take_ready(t0 + 300ms);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(*out[0].correlation, Correlation::none);
+}
+
+TEST(Correlator, AuditStreamPastTheChangeDecidesItWithoutTheLimit) {
+  ChangeCorrelator c(250ms);
+  c.set_audit_expected(true);
+  const auto t0 = Clock::time_point{} + 1s;
+  c.add(stamped(change(EventKind::sa_added, Source::xfrm, "10.0.0.1", "10.0.0.2", 1), 1'000'000), t0);
+  EXPECT_FALSE(c.audit_seen(AuditHeader{1000, 20, 8}));  // not waiting yet
+  EXPECT_TRUE(c.take_ready(t0 + 300ms).empty());         // 20 ms later: within the slack
+  EXPECT_TRUE(c.audit_seen(AuditHeader{1000, 120, 9}));  // a record stamped 120 ms after it
+  auto out = c.take_ready(t0 + 301ms);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(*out[0].correlation, Correlation::none);
+}
+
+TEST(Correlator, LostAuditRecordEndsTheWaitAtTheLimit) {
+  ChangeCorrelator c(250ms, 2000ms);
+  c.set_audit_expected(true);
+  const auto t0 = Clock::time_point{} + 1s;
+  c.add(stamped(change(EventKind::sa_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2", 1), 1'000'000), t0);
+  c.add(stamped(change(EventKind::sa_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2", 2), 1'000'010), t0 + 10ms);
+  c.add(stamped(change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2", 2), 1'000'010),
+        t0 + 20ms);
+  EXPECT_TRUE(c.take_ready(t0 + 1999ms).empty());  // the head waits; the one behind it keeps its place
+  auto out = c.take_ready(t0 + 2000ms);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(*out[0].spi, 1u);
+  EXPECT_EQ(*out[0].correlation, Correlation::none);
+  EXPECT_EQ(*out[1].spi, 2u);
+  EXPECT_EQ(*out[1].correlation, Correlation::matched);
+}
+
+// A flush audits each entry inside the syscall, under one serial, and sends
+// its one FLUSH message at the end: the audit records come first and wait
+// for the XFRM side rather than stand alone after the window.
+TEST(Correlator, FlushAuditRecordsWaitForTheFlushMessage) {
+  ChangeCorrelator c(250ms);
+  c.set_audit_expected(true);
+  const auto t0 = Clock::time_point{} + 1s;
+  for (std::uint32_t spi = 1; spi <= 3; ++spi) {
+    auto a = change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2", spi);
+    a.kernel = AuditHeader{1000, 0, 77};
+    c.add(a, t0);
+  }
+  auto lone = change(EventKind::sa_deleted, Source::kernel_audit, "10.0.0.9", "10.0.0.2", 9);
+  lone.kernel = AuditHeader{1000, 0, 78};  // one change of its own (e.g. an unwatched netns)
+  c.add(lone, t0 + 1ms);
+  EXPECT_TRUE(c.take_ready(t0 + 400ms).empty());
+  for (std::uint32_t spi = 1; spi <= 3; ++spi)
+    c.add(stamped(change(EventKind::sa_deleted, Source::xfrm, "10.0.0.1", "10.0.0.2", spi), 1'000'400),
+          t0 + 400ms);
+  auto out = c.take_ready(t0 + 400ms);
+  ASSERT_EQ(out.size(), 4u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(*out[static_cast<std::size_t>(i)].correlation, Correlation::matched);
+  EXPECT_EQ(*out[3].correlation, Correlation::unmatched);
+}
