@@ -97,7 +97,6 @@ class Pipeline {
   std::function<FloodLimiter::Clock::time_point()> now_{[] { return FloodLimiter::Clock::now(); }};
   std::vector<Event> due_;  // summaries to write, reused
   std::string line_;        // reused: no allocation per record once warm
-  std::string line_;  // reused: no allocation per record once warm
   FlushScheduler scheduler_;
   bool flush_scheduled_{false};
 };

@@ -144,6 +144,7 @@ int main() {
     line.clear();
     w.write(stopped, line);
     std::fwrite(line.data(), 1, line.size(), stdout);
+  }
   // NFLOG records: a predicted 4963 (with and without its policy, IPv4 and
   // IPv6) and a fragment summary.
   {
