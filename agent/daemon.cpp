@@ -359,6 +359,11 @@ nlohmann::json Daemon::status_json() const {
     output_lost += sk->stats().failed;
   }
   lost["output_records_lost"] = output_lost;
+  // Every events-lost record written, summed by the counter it names
+  // (kernel audit, socket overruns, the kernel counters' reconciliation).
+  nlohmann::json by_counter = nlohmann::json::object();
+  for (const auto& [name, n] : pipeline_->stats().lost) by_counter[name] = n;
+  lost["records_by_counter"] = std::move(by_counter);
   const auto& ps = pipeline_->stats();
   nlohmann::json control = control_state_;
   if (control_) control["clients"] = control_->clients();

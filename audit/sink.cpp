@@ -25,7 +25,11 @@ void Sink::count_written(std::uint64_t records) {
 }
 
 void Sink::count_failed(std::uint64_t records, int err) {
-  if (stats_.healthy) {
+  // A new episode only once the last one's recovery was reported: a batch
+  // that writes some lines and fails on the rest, while the sink was
+  // failing, continues the episode (its records stay in the count that
+  // output-recovered reports).
+  if (stats_.healthy && reported_healthy_) {
     ++stats_.failure_episodes;
     stats_.episode_failed = 0;
   }

@@ -171,15 +171,22 @@ void print_status(const json& r) {
   for (const auto& item : by_event.items()) {
     const json& c = item.value();
     const std::string& name = item.key();
-    if (c.value("written", 0ULL) == 0 && c.value("suppressed", 0ULL) == 0) continue;
+    if (c.value("received", 0ULL) == 0 && c.value("summary_records", 0ULL) == 0) continue;
     std::string n = name;
     n.resize(std::max<std::size_t>(n.size(), 26), ' ');
-    std::cout << "  " << n << " written " << str(c, "written") << ", suppressed " << str(c, "suppressed") << "\n";
+    // received = written + suppressed (switch) + summarised (flood limiter)
+    std::cout << "  " << n << " received " << str(c, "received") << ": written " << str(c, "written")
+              << ", suppressed " << str(c, "suppressed") << ", summarised " << str(c, "summarised");
+    if (c.contains("summary_records")) std::cout << " (in " << str(c, "summary_records") << " summaries)";
+    std::cout << "\n";
   }
   const json lost = r.value("events_lost", json::object());
   std::cout << "Events lost: kernel audit lost " << str(lost, "kernel_audit_lost") << ", audit socket overruns "
             << str(lost, "kernel_audit_overruns") << ", xfrm overruns " << str(lost, "xfrm_overruns")
             << ", records lost by outputs " << str(lost, "output_records_lost") << "\n";
+  for (const auto& item : lost.value("records_by_counter", json::object()).items())
+    std::cout << "  events-lost " << item.key() << ": " << (item.value().is_number() ? item.value().dump() : "?")
+              << "\n";
   for (const auto& s : r.value("sinks", json::array())) {
     std::cout << "Output " << str(s, "name") << ": " << (s.value("healthy", false) ? "healthy" : "FAILING")
               << ", written " << str(s, "written") << ", failed " << str(s, "failed");

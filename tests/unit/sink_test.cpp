@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <csignal>
 
 #include <filesystem>
@@ -426,4 +428,47 @@ TEST(Pipeline, ABatchThatFailsHalfWayLeavesWholeLinesAndCountsTheRest) {
   EXPECT_EQ(cap->records.back()["event"], "output-failed");
   p.flush();
   fs::remove_all(dir);
+}
+
+// A batch that writes some lines and fails on the rest while the sink was
+// already failing continues the failure episode: output-recovered must report
+// every record lost since the failure began (seen in live.outputs with
+// batching: 211 failed, 203 reported).
+namespace {
+class PartialSink final : public Sink {
+ public:
+  std::string_view name() const override { return "partial"; }
+  // Each call: how many of the lines fit, in order (all of them when empty).
+  std::vector<std::uint64_t> fits;
+  bool write(std::string_view lines) override {
+    const std::uint64_t n = count_lines(lines);
+    std::uint64_t ok = n;
+    if (!fits.empty()) {
+      ok = std::min(n, fits.front());
+      fits.erase(fits.begin());
+    }
+    if (ok > 0) count_written(ok);
+    if (ok < n) count_failed(n - ok, ENOSPC);
+    return ok == n;
+  }
+};
+}  // namespace
+
+TEST(SinkEpisode, PartialBatchWhileFailingContinuesTheEpisode) {
+  PartialSink s;
+  s.fits = {0, 1, 3};
+  EXPECT_FALSE(s.write("a\nb\n"));  // 2 failed: the episode starts
+  EXPECT_EQ(s.take_transition(), SinkTransition::failed);
+  EXPECT_FALSE(s.write("c\nd\ne\n"));  // 1 written, 2 failed: still the same episode
+  EXPECT_EQ(s.take_transition(), SinkTransition::none);
+  EXPECT_TRUE(s.write("f\ng\nh\n"));
+  EXPECT_EQ(s.take_transition(), SinkTransition::recovered);
+  EXPECT_EQ(s.stats().failed, 4u);
+  EXPECT_EQ(s.stats().episode_failed, 4u) << "output-recovered reports every record lost in the episode";
+  EXPECT_EQ(s.stats().failure_episodes, 1u);
+  s.fits = {0};
+  EXPECT_FALSE(s.write("i\n"));  // after the reported recovery: a new episode
+  EXPECT_EQ(s.take_transition(), SinkTransition::failed);
+  EXPECT_EQ(s.stats().episode_failed, 1u);
+  EXPECT_EQ(s.stats().failure_episodes, 2u);
 }
