@@ -212,6 +212,8 @@ Result<Unit> apply_config(std::string_view text, Options& o) {
     } else if (k == "state_dir" || k == "control_socket") {
       if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().front() != '/')
         return bad("config key '" + k + "' must be an absolute path");
+      if (k == "control_socket" && v.get<std::string>().size() >= 108)
+        return bad("config key 'control_socket' is longer than a Unix socket path can be");
       (k == "state_dir" ? o.state_dir : o.control_socket) = v.get<std::string>();
     } else if (k == "control_group") {
       if (!v.is_string() || !valid_group(v.get<std::string>()))

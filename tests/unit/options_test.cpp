@@ -213,3 +213,13 @@ TEST(Options, NetnsByNameOrAbsolutePath) {
   EXPECT_EQ(o->netns, (std::vector<std::string>{"vpn", "/proc/1234/ns/net", "/var/run/docker/netns/abc"}));
   for (const char* bad : {"a/b", ".", "..", ""}) EXPECT_FALSE(parse({"--netns", bad})) << bad;
 }
+
+TEST(Config, ControlSocketPathFitsSunPath) {
+  Options o;
+  const std::string long_path = "/" + std::string(120, 'x');
+  auto r = apply_config(R"({"control_socket":")" + long_path + R"("})", o);
+  ASSERT_FALSE(r) << "a path longer than sun_path is refused at load, not at bind";
+  EXPECT_NE(r.error().message.find("control_socket"), std::string::npos) << r.error().message;
+  ASSERT_TRUE(apply_config(R"({"control_socket":"/run/x/control.sock"})", o));
+  EXPECT_EQ(o.control_socket, "/run/x/control.sock");
+}
