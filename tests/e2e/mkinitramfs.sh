@@ -21,8 +21,10 @@ MODS="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci 
 # host's modprobe): everything the lab's SAs, netns and nft rules need, so the
 # VM can run with kernel module autoloading off (each usermode modprobe spawn
 # costs ~0.3 s under TCG and the crypto API asks for a dozen). xfrm_interface:
-# the strongSwan scenario's route-based child.
-PRELOAD=${E2E_PRELOAD:-"esp4 esp6 xfrm_user xfrm_interface veth nf_tables nft_log nfnetlink_log crypto-gcm crypto-ctr
+# the strongSwan scenario's route-based child. nft_fib_inet (+ ipv4/ipv6): the
+# agent's own table (inet ipsec_audit) matches `fib daddr type local`.
+PRELOAD=${E2E_PRELOAD:-"esp4 esp6 xfrm_user xfrm_interface veth nf_tables nft_log nfnetlink_log nft_fib_inet nft_fib_ipv4
+ nft_fib_ipv6 crypto-gcm crypto-ctr
  crypto-ghash crypto-authenc crypto-seqiv crypto-echainiv crypto-sha512 crypto-sha3-256
  crypto-jitterentropy_rng crypto-stdrng"}
 

@@ -320,6 +320,12 @@ def run_strongswan(args, C, S, st):
     if spi is not None:
         replays.append(("transport child after the rekey", spi, 0))
 
+    # The agent reads the SA's counters for each replay record (GETSA): wait for
+    # the records before the terminate deletes the SAs, or the replay basis of
+    # the last one may rightly be "unknown" (the SA gone before it was read).
+    replayed = {spi for _, spi, _ in replays}
+    wait_until(lambda: replayed <= {r.get("spi") for r in agent.records() if r.get("event", "").startswith("replay-")},
+               20, step=0.25)
     a.swanctl("--terminate", "--ike", "lab", "--timeout", "30")
     empty = lambda ns: not sas(S, ns) and not spd(S, ns)
     C.check(bool(wait_until(lambda: empty(S.NS_A) and empty(S.NS_B), 30)),

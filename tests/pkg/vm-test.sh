@@ -165,6 +165,20 @@ if [ $CTL = yes ]; then
     check "audit-policy-changed record" wait_for 20 more_records audit-policy-changed "$n"
     ipsec-auditctl get > "$OUT/ctl-get3.txt" 2>&1
     check "policy changed ($(tr '\n' ' ' < "$OUT/ctl-get3.txt"))" sh -c "! cmp -s '$OUT/ctl-get.txt' '$OUT/ctl-get3.txt'"
+    # Success off: a policy change (a Success record) is counted as suppressed, not written.
+    suppressed() {
+        ipsec-auditctl --json status 2>/dev/null | python3 -c \
+            'import json,sys; print(json.load(sys.stdin)["records"]["by_event"]["policy-added"]["suppressed"])'
+    }
+    more_suppressed() { [ "$(suppressed)" -gt "$1" ]; }
+    n=$(records policy-added) s0=$(suppressed)
+    ip xfrm policy add src 10.85.0.0/24 dst 10.86.0.0/24 dir in
+    check "Success off: the policy-added is counted as suppressed (status)" wait_for 20 more_suppressed "${s0:-0}"
+    check "Success off: ... and not written" [ "$(records policy-added)" -eq "$n" ]
+    ip xfrm policy delete src 10.85.0.0/24 dst 10.86.0.0/24 dir in
+    # Back to the CIS setting for the rest of the test (5478/5479 and policy records are Success).
+    check "ipsec-auditctl enable" ipsec-auditctl enable
+    check "policy back to Success and Failure" sh -c "ipsec-auditctl get | grep -qx 'IPsec Driver: Success and Failure'"
 else
     loud_skip "no ipsec-auditctl in this package: control socket checks not run"
 fi
