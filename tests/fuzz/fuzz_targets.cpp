@@ -7,7 +7,9 @@
 #include <string_view>
 
 #include "agent/options.hpp"
+#include "audit/control_protocol.hpp"
 #include "audit/json_writer.hpp"
+#include "audit/policy.hpp"
 #include "audit/normalize.hpp"
 #include "audit/state_snapshot.hpp"
 #include "audit/xfrm_table.hpp"
@@ -136,12 +138,32 @@ std::string state_text(Bytes input) {
   return "";
 }
 
+std::string control_request(Bytes input) {
+  const auto text = as_text(input);
+  nlohmann::json id;
+  auto r = parse_control_request(text, &id);
+  if (!r) {
+    if (auto b = check_error(r.error(), "control request"); !b.empty()) return b;
+    if (!id.is_null() && !id.is_string() && !id.is_number_integer()) return "error echoes an id of another type";
+  } else if (r->cmd == ControlCommand::set && !r->success && !r->failure) {
+    return "set accepted without a switch";
+  }
+  // The same bytes as the policy file: a value or an error, and a value
+  // written back reads back the same.
+  auto p = parse_audit_policy(text);
+  if (!p) return check_error(p.error(), "policy file");
+  auto again = parse_audit_policy(serialize_audit_policy(*p));
+  if (!again || again->success != p->success || again->failure != p->failure)
+    return "policy file does not read back what was written";
+  return "";
+}
+
 std::span<const Target> targets() {
   static constexpr std::array kTargets{
       Target{"audit_text", audit_text},     Target{"audit_datagram", audit_datagram},
       Target{"audit_status", audit_status}, Target{"xfrm_message", xfrm_message},
       Target{"config", config},         Target{"state_text", state_text},
-      Target{"nflog_datagram", nflog_datagram},
+      Target{"nflog_datagram", nflog_datagram}, Target{"control_request", control_request},
   };
   return kTargets;
 }

@@ -34,6 +34,9 @@ std::string config(Bytes input);
 // the state snapshot (parse_snapshot, then the while_stopped diff both ways
 // -> JSON lines).
 std::string state_text(Bytes input);
+// A control socket request line (parse_control_request), and the same bytes
+// as the audit policy file (parse_audit_policy, written back and read again).
+std::string control_request(Bytes input);
 
 struct Target {
   const char* name;
