@@ -184,7 +184,8 @@ void print_status(const json& r) {
   std::cout << "Events lost: kernel audit lost " << str(lost, "kernel_audit_lost") << ", audit socket overruns "
             << str(lost, "kernel_audit_overruns") << ", xfrm overruns " << str(lost, "xfrm_overruns")
             << ", records lost by outputs " << str(lost, "output_records_lost") << "\n";
-  for (const auto& item : lost.value("records_by_counter", json::object()).items())
+  const json by_counter = lost.value("records_by_counter", json::object());  // named: items() refers to it
+  for (const auto& item : by_counter.items())
     std::cout << "  events-lost " << item.key() << ": " << (item.value().is_number() ? item.value().dump() : "?")
               << "\n";
   for (const auto& s : r.value("sinks", json::array())) {
