@@ -7,7 +7,9 @@
 #
 # Options:
 #   --build-dir DIR   build tree; agent = DIR/bin/ipsec-auditd (required)
-#   --scenario NAME   esp (default) | strongswan | boot
+#   --scenario NAME   esp (default) | strongswan | boot | sidebyside (benchmark:
+#                     auditd + laurel and the agent on one stream, tools/bench/sidebyside.py;
+#                     figures in OUT/sidebyside.txt; env E2E_SIDEBYSIDE="n=20000 flood=off perf=0")
 #   --agent PATH      agent binary, or "standin" for the python stand-in
 #   --cache DIR       kernel/initramfs cache (default DIR/e2e-cache)
 #   --out DIR         results (default DIR/e2e-out; wiped each run)
@@ -32,13 +34,13 @@ while [ $# -gt 0 ]; do
         --timeout) TIMEOUT=$2; shift 2 ;;
         --scale) SCALE=$2; SCENARIO=scale; shift 2 ;;
         --scale-dump) SCALE_DUMP=$2; shift 2 ;;
-        -h|--help) sed -n "2,18p" "$0" | sed "s|^# \{0,1\}||"; echo "Env: E2E_ACCEL E2E_TIMEOUT E2E_AGENT_ARGS E2E_MODPROBE=on E2E_VM_DEBUG=CMD E2E_KVM_CPU E2E_TCG_CPU E2E_KVM_PROBE_TIMEOUT"; exit 0 ;;
+        -h|--help) sed -n "2,21p" "$0" | sed "s|^# \{0,1\}||"; echo "Env: E2E_ACCEL E2E_TIMEOUT E2E_AGENT_ARGS E2E_MODPROBE=on E2E_VM_DEBUG=CMD E2E_KVM_CPU E2E_TCG_CPU E2E_KVM_PROBE_TIMEOUT"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
 [ -n "$BUILD" ] || die "--build-dir is required"
 if [ -z "$TIMEOUT" ]; then
-    if [ "$SCENARIO" = scale ]; then TIMEOUT=3600; else TIMEOUT=300; fi
+    case "$SCENARIO" in scale) TIMEOUT=3600 ;; sidebyside) TIMEOUT=1800 ;; *) TIMEOUT=300 ;; esac
 fi
 mkdir -p "$BUILD"
 BUILD=$(cd "$BUILD" && pwd)
@@ -61,6 +63,8 @@ command -v ip >/dev/null || [ -x /usr/sbin/ip ] || die "ip (iproute2) not found"
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || die "nft not found (apt-get install nftables)"
 
 mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+SRC_ROOT_EARLY=$(cd "$HERE/../.." && pwd)
 KINFO=$("$HERE/fetch-kernel.sh" "$CACHE") || die "cannot get the kernel (fetch-kernel.sh failed)"
 eval "$KINFO"
 # Named by the content of its inputs: several trees (worktrees, branches) may
@@ -71,6 +75,11 @@ if [ ! -f "$INITRD" ]; then
     "$HERE/mkinitramfs.sh" "$MODROOT" "$KVER" "$INITRD" >/dev/null || die "mkinitramfs.sh failed"
 fi
 echo "run-lab: kernel $KVER ready ($(since "$T0") s)"
+if [ "$SCENARIO" = sidebyside ]; then
+    # Debian's auditd + laurel unpacked (not installed) for the VM to run
+    "$SRC_ROOT_EARLY/tools/bench/sidebyside-root.sh" "$CACHE" >/dev/null ||
+        die "cannot unpack auditd + laurel (tools/bench/sidebyside-root.sh failed)"
+fi
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -106,7 +115,7 @@ SRC_ROOT=$(cd "$HERE/../.." && pwd)
 E2E_BIND=""
 AGENT_DIR=$SRC_ROOT
 [ "$AGENT" = standin ] || AGENT_DIR=$(dirname "$AGENT")
-for p in "$SRC_ROOT" "$BUILD" "$MODROOT" "$AGENT_DIR"; do
+for p in "$SRC_ROOT" "$BUILD" "$MODROOT" "$AGENT_DIR" "$CACHE"; do
     p=$(cd "$p" && pwd -P)
     case "$p/" in
         /tmp/*|/run/*|/var/tmp/*) E2E_BIND="$E2E_BIND $p" ;;
@@ -127,6 +136,8 @@ E2E_MODPROBE='${E2E_MODPROBE:-off}'
 E2E_SCALE='$SCALE'
 E2E_SCALE_DUMP='$SCALE_DUMP'
 E2E_AUDIT_BACKLOG='${E2E_AUDIT_BACKLOG:-8192}'
+E2E_CACHE='$CACHE'
+E2E_SIDEBYSIDE='${E2E_SIDEBYSIDE:-}'
 ${E2E_AGENT_ARGS+E2E_AGENT_ARGS='$E2E_AGENT_ARGS'}
 EOT
 
