@@ -35,7 +35,9 @@ Options (E2E_SIDEBYSIDE, space-separated key=value): n (20000), flood
 (off: one line per event like laurel, the agent's flood limiter opened to
 1,000,000/s; default: the agent's defaults), perf (1: `perf record -g` of the
 agent during the stream, report in OUT/perf-agent.txt), batch (100 per
-injection burst), delay_ms (agent batch.delay_ms; unset = default), smoke (1:
+injection burst), delay_ms (agent batch.delay_ms; unset = default), netns (b:
+the agent's --netns, so it tracks the SA and ties records to it; none: no
+--netns, the audit stream alone), smoke (1:
 n=500, the harness only). Only the lab is checked (PASS/FAIL: auditd took the
 audit pid, laurel ran, the kernel counted every injection); the targets of
 issue 17 are TARGET lines, never asserted. Results: sidebyside.txt and
@@ -55,7 +57,7 @@ OP = b"SA-replayed-pkt"
 
 
 def opts():
-    o = {"n": "20000", "flood": "off", "perf": "0", "batch": "100", "delay_ms": "", "smoke": "0"}
+    o = {"n": "20000", "flood": "off", "perf": "0", "batch": "100", "delay_ms": "", "smoke": "0", "netns": "b"}
     for kv in os.environ.get("E2E_SIDEBYSIDE", "").split():
         k, _, v = kv.partition("=")
         o[k] = v
@@ -247,7 +249,8 @@ def run_sidebyside(args, C, S, st):
         conf["flood"] = {"burst": 1000000, "rate": 1000000}
     if o["delay_ms"]:
         conf["batch"] = {"delay_ms": int(o["delay_ms"])}
-    agent = st["agent"] = S.Agent(args.agent, args.out, extra=["--netns", S.NS_B], conf=conf)
+    extra = [] if o["netns"] == "none" else ["--netns", o["netns"]]
+    agent = st["agent"] = S.Agent(args.agent, args.out, extra=extra, conf=conf)
     if not C.check(agent.wait_started(60), "agent wrote service-started", "see agent.log"):
         agent.stop()
         auditd.stop()
