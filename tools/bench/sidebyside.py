@@ -359,6 +359,10 @@ def run_sidebyside(args, C, S, st):
                              capture_output=True, text=True, timeout=300)
         with open(os.path.join(args.out, "perf-agent-children.txt"), "w") as f:
             f.write(rep.stdout + rep.stderr)
+        rep = subprocess.run(["perf", "report", "-i", WORK + "/perf.data", "--stdio", "--no-children",
+                              "-g", "none", "--sort", "dso"], capture_output=True, text=True, timeout=300)
+        with open(os.path.join(args.out, "perf-agent-dso.txt"), "w") as f:
+            f.write(rep.stdout + rep.stderr)
     for line in rows:
         C.note(line)
     with open(os.path.join(args.out, "sidebyside.txt"), "w") as f:
