@@ -13,7 +13,9 @@
 // (bypass, block) gives `<selector> return`, so that a more specific bypass
 // shadows a broader ESP policy as it does in the kernel. ESP, AH, IPcomp and
 // UDP 500/4500 (IKE, ESP-in-UDP: IKE daemons bypass them with socket
-// policies) return first. Policies with an if_id (xfrm interfaces) and sub
+// policies) return first, and so do fragments other than the first (the
+// kernel drops a datagram once, after reassembly; with no conntrack loaded
+// the chain sees every fragment). Policies with an if_id (xfrm interfaces) and sub
 // policies are left out. This predicts the XFRM lookup; it cannot replay it
 // (socket policies, optional templates, marks set later): records built from
 // it say `basis: predicted`, and the XfrmInTmplMismatch counter stays the truth.

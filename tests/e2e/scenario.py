@@ -69,6 +69,16 @@ PORT, OPORT = 9999, 8888
 FLOOD_SPI, FLOOD_N, FLOOD_BATCH = 0xBAD0, 400, 25
 FLOOD_BURST, FLOOD_RATE = 50, 10
 ICV_LEN = 16
+# Cleartext (4963): CLEAR_N UDP datagrams per family a->b:CLEAR_PORT, let out of
+# a in clear by a bypass policy, dropped by b's inbound policy (it requires
+# ESP for all UDP a->b): XfrmInTmplMismatch +CLEAR_N and CLEAR_N predicted
+# records from NFLOG. BLOCK_N v4 datagrams to BLOCK_PORT, which a block policy
+# in b covers: XfrmInPolBlock +BLOCK_N, counters only (no predicted record).
+CLEAR_PORT, CLEAR_N = 7777, 5
+BLOCK_PORT, BLOCK_N = 7778, 3
+# ESP fragments: FRAG_DGRAMS UDP datagrams of FRAG_SIZE bytes over the SA; the
+# ESP packet (~3.1 KB) is fragmented after encryption to the veth's 1500 MTU.
+FRAG_DGRAMS, FRAG_SIZE = 3, 3000
 
 # ---------------------------------------------------------------- plumbing
 OUT = "/run/e2e/out"
@@ -222,14 +232,15 @@ class Sender:
         except OSError as e:
             log("flow label manager unavailable (%s): v6 packets sent from sockets carry the auto label" % e)
 
-    def send(self, f, port, n=1):
+    def send(self, f, port, n=1, size=None):
         res = {}
         for i in range(n):
+            data = b"e2e-%d" % i if size is None else (b"e2e-%d-" % i).ljust(size, b"x")
             try:
                 if f == 4:
-                    self.s4.sendto(b"e2e-%d" % i, (FAM[4]["b"], port))
+                    self.s4.sendto(data, (FAM[4]["b"], port))
                 else:
-                    self.s6.sendto(b"e2e-%d" % i, (FAM[6]["b"], port, self.flow, 0))
+                    self.s6.sendto(data, (FAM[6]["b"], port, self.flow, 0))
                 k = "ok"
             except OSError as e:
                 k = "errno %d" % e.errno
@@ -329,6 +340,237 @@ def inject(frame, how=None, times=1):
         ps.close()
 
 
+# ---------------------------------------------------------------- cleartext and fragments
+def wait_until(cond, timeout, what):
+    """Polls cond() until it is true or timeout seconds passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    v = cond()
+    if not v:
+        log("not within %.0fs: %s" % (timeout, what))
+    return v
+
+
+def agent_table(ns):
+    """The agent's nftables table in ns, as nft lists it ("" when there is none)."""
+    return sh("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "ipsec_audit", check=False)
+
+
+def predicted(recs, f=None):
+    """The agent's predicted 4963 records (NFLOG), of one family's destination b."""
+    return [r for r in recs if r.get("event") == "cleartext-packet-dropped" and r.get("source") == "nflog"
+            and (f is None or r.get("dst") == FAM[f]["b"])]
+
+
+def stat_rise(ns, name, before):
+    return xfrm_stat(ns).get(name, 0) - before
+
+
+def run_cleartext(C, st, step, sender, agent):
+    """CLEAR_N UDP datagrams per family a->b:CLEAR_PORT in clear (a bypass policy in
+    a lets them out), which b's inbound policy (ESP for all UDP a->b) drops; then
+    BLOCK_N v4 ones to BLOCK_PORT, which a block policy in b drops."""
+    st["flow"] = sender.flow
+    got = wait_until(lambda: agent_table(NS_B).count('"ipsec-audit:in:') >= 2, 20,
+                     "the agent's table in b with a logging rule per inbound ESP policy")
+    C.check(bool(got), "lab: the agent's table inet ipsec_audit in b logs for both inbound ESP policies",
+            agent_table(NS_B)[-600:])
+    clear = st["cleartext"] = {}
+    for f in (4, 6):
+        def send():
+            ipn(NS_A, "xfrm", "policy", "add", *policy_args(f, NS_A, CLEAR_PORT), "priority", 10)  # no template
+            before = xfrm_stat(NS_B).get("XfrmInTmplMismatch", 0)
+            sent = sender.send(f, CLEAR_PORT, CLEAR_N)
+            sport = (sender.s4 if f == 4 else sender.s6).getsockname()[1]
+            wait_until(lambda: stat_rise(NS_B, "XfrmInTmplMismatch", before) >= CLEAR_N, 10,
+                       "b:XfrmInTmplMismatch +%d" % CLEAR_N)
+            # the predicted records, before the next step (a late one would count there)
+            wait_until(lambda: len(predicted(agent.records(), f)) >= CLEAR_N, 15, "%d predicted records" % CLEAR_N)
+            return {"sent": sent, "sport": sport}
+
+        clear[f] = step("v%d-cleartext" % f, send, label="%d UDP in clear to port %d" % (CLEAR_N, CLEAR_PORT),
+                        lab_expect={"b:XfrmInTmplMismatch": CLEAR_N})
+        C.check(clear[f]["sent"] == {"ok": CLEAR_N}, "lab: v%d %d cleartext datagrams sent" % (f, CLEAR_N),
+                json.dumps(clear[f]["sent"]))
+
+        # One datagram of FRAG_SIZE bytes in clear: it leaves a as fragments, the
+        # kernel counts one drop after reassembly; one predicted record, not one
+        # per fragment (the lab has no conntrack: no defragmentation before the
+        # agent's chain).
+        def send_big():
+            before = xfrm_stat(NS_B).get("XfrmInTmplMismatch", 0)
+            sent = sender.send(f, CLEAR_PORT, 1, size=FRAG_SIZE)
+            wait_until(lambda: stat_rise(NS_B, "XfrmInTmplMismatch", before) >= 1, 10, "b:XfrmInTmplMismatch +1")
+            wait_until(lambda: len(predicted(agent.records(), f)) >= CLEAR_N + 1, 15, "1 more predicted record")
+            return {"sent": sent}
+
+        r = step("v%d-cleartext-fragmented" % f, send_big, label="1 UDP datagram of %d bytes in clear, fragmented"
+                 % FRAG_SIZE, lab_expect={"b:XfrmInTmplMismatch": 1})
+        clear[f]["big"] = r["sent"]
+
+    def block():
+        ipn(NS_B, "xfrm", "policy", "add", *policy_args(4, NS_B, BLOCK_PORT), "priority", 10, "action", "block")
+        ipn(NS_A, "xfrm", "policy", "add", *policy_args(4, NS_A, BLOCK_PORT), "priority", 10)
+        # Until the agent's table has the block policy's `return`, these packets
+        # would match the ESP policy's logging rule: wait for it.
+        ready = wait_until(lambda: "dport %d" % BLOCK_PORT in agent_table(NS_B), 20,
+                           "the block policy's rule in the agent's table")
+        before = xfrm_stat(NS_B).get("XfrmInPolBlock", 0)
+        sent = sender.send(4, BLOCK_PORT, BLOCK_N)
+        wait_until(lambda: stat_rise(NS_B, "XfrmInPolBlock", before) >= BLOCK_N, 10, "b:XfrmInPolBlock +%d" % BLOCK_N)
+        return {"sent": sent, "table_ready": bool(ready)}
+
+    r = st["blocked"] = step("v4-block-policy", block, label="%d UDP to port %d, which a block policy in b covers"
+                             % (BLOCK_N, BLOCK_PORT), lab_expect={"b:XfrmInPolBlock": BLOCK_N})
+    C.check(r["table_ready"] and r["sent"] == {"ok": BLOCK_N},
+            "lab: block policy in the agent's table before %d datagrams sent" % BLOCK_N, json.dumps(r))
+
+
+def esp_fragment(frame):
+    """(family, first, spi, seq) of an Ethernet frame holding an ESP fragment, else None."""
+    et = struct.unpack_from("!H", frame, 12)[0] if len(frame) >= 14 else 0
+    if et == 0x0800 and len(frame) >= 34 and frame[23] == 50:
+        fo = struct.unpack_from("!H", frame, 20)[0]
+        if fo & 0x3FFF == 0:
+            return None
+        fam, first, l4 = 4, fo & 0x1FFF == 0, 14 + (frame[14] & 0x0F) * 4
+    elif et == 0x86DD and len(frame) >= 62 and frame[20] == 44 and frame[54] == 50:
+        fam, first, l4 = 6, struct.unpack_from("!H", frame, 56)[0] & 0xFFF8 == 0, 62
+    else:
+        return None
+    spi, seq = struct.unpack_from("!II", frame, l4) if first and len(frame) >= l4 + 8 else (None, None)
+    return fam, first, spi, seq
+
+
+def run_fragments(C, st, step, sender, rx):
+    """FRAG_DGRAMS datagrams of FRAG_SIZE bytes per family over the SA: the ESP packet
+    is fragmented after encryption. An AF_PACKET socket on vb counts the ESP
+    fragments independently of the agent (taps see frames before netfilter)."""
+    frag = st["fragments"] = {}
+    for f in (4, 6):
+        F = FAM[f]
+
+        def send():
+            oseq = sa_stats(NS_A, F["a"], F["b"], F["spi"]).get("ar_oseq")
+            with netns(NS_B):
+                ps = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+                ps.bind(("vb", 0x0003))
+            ps.setblocking(False)
+            seen = []
+            try:
+                sent = sender.send(f, PORT, FRAG_DGRAMS, size=FRAG_SIZE)
+                received = 0
+                deadline = time.monotonic() + 15
+                while received < FRAG_DGRAMS and time.monotonic() < deadline:
+                    received += rx.drain(0.3)
+                # delivered to the socket: every fragment went past the tap before
+                while True:
+                    try:
+                        data, addr = ps.recvfrom(65535)
+                    except BlockingIOError:
+                        break
+                    x = esp_fragment(data) if addr[2] != socket.PACKET_OUTGOING else None
+                    if x and x[0] == f:
+                        seen.append(x)
+            finally:
+                ps.close()
+            firsts = [x for x in seen if x[1]]
+            return {"sent": sent, "received": received, "oseq_before": oseq, "fragments": len(seen),
+                    "first_fragments": len(firsts), "spis": sorted({x[2] for x in firsts}),
+                    "seqs": [x[3] for x in firsts]}
+
+        r = frag[f] = step("v%d-esp-fragments" % f, send, label="%d UDP datagrams of %d bytes over ESP"
+                           % (FRAG_DGRAMS, FRAG_SIZE), sa=(NS_B, F["a"], F["b"], F["spi"]))
+        want_seqs = list(range(r["oseq_before"] + 1, r["oseq_before"] + 1 + FRAG_DGRAMS)) \
+            if r["oseq_before"] is not None else None
+        C.check(r["received"] == FRAG_DGRAMS and r["first_fragments"] == FRAG_DGRAMS
+                and r["fragments"] >= 2 * FRAG_DGRAMS and r["spis"] == [F["spi"]] and r["seqs"] == want_seqs,
+                "lab: v%d %d datagrams received, arrived as %d ESP fragments (%d first), SPI %#x, seq %s"
+                % (f, FRAG_DGRAMS, r["fragments"], r["first_fragments"], F["spi"], want_seqs), json.dumps(r))
+
+
+def check_cleartext(C, recs, st):
+    """4963: per family exactly CLEAR_N predicted records (NFLOG) for the CLEAR_N
+    cleartext datagrams, each naming src, dst, protocol, ports, interface and
+    b's inbound policy; the counter aggregates (source counters) add up to the
+    kernel's XfrmInTmplMismatch and XfrmInPolBlock rises; nothing predicted
+    for traffic that arrived over ESP, nor for the block policy's."""
+    if "blocked" not in st:
+        C.check(False, "cleartext: the steps ran")
+        return
+    d = delta(st["counters_start"], st["counters_end"])
+    nf = predicted(recs)
+    for f in (4, 6):
+        F = FAM[f]
+        mine = predicted(recs, f)
+        n = CLEAR_N + 1  # the small datagrams and the fragmented one
+        want = {"event_id": 4963, "audit_class": PACKET_AUDIT_CLASS, "basis": "predicted", "family": F["name"],
+                "src": F["a"], "dst": F["b"], "protocol": "udp", "sport": st["cleartext"][f]["sport"],
+                "dport": CLEAR_PORT, "interface": "vb", "netns": NS_B, "count": 1}
+        if f == 4:
+            want["flow_label"] = None
+        elif st.get("flow"):
+            want["flow_label"] = st["flow"]
+        bad = ["%s=%r (want %r)" % (k, r.get(k, "<missing>"), v) for r in mine for k, v in want.items()
+               if r.get(k, "<missing>") != v]
+        pol = [r.get("policy") or {} for r in mine]
+        bad += ["policy %s" % json.dumps(p)[:200] for p, r in zip(pol, mine)
+                if p.get("dir") != "in" or p.get("action") != "allow" or p.get("priority") != 100
+                or p.get("index") != r.get("policy_index") or (p.get("selector") or {}).get("src") != F["a"]
+                or [t.get("proto") for t in p.get("templates", [])] != ["esp"]]
+        C.check(len(mine) == n and not bad,
+                "cleartext: v%d exactly %d predicted 4963 records for %d datagrams, one of them fragmented (src, dst, "
+                "udp, ports, vb, b's inbound ESP policy)" % (f, n, n), "%d records; %s" % (len(mine), "; ".join(bad[:6])))
+    C.check(len(nf) == 2 * (CLEAR_N + 1) and all(r.get("dport") == CLEAR_PORT for r in nf),
+            "cleartext: no predicted record for traffic over ESP or for the block policy's",
+            json.dumps([(r.get("dst"), r.get("dport")) for r in nf])[:300])
+    for name, n in (("XfrmInTmplMismatch", 2 * (CLEAR_N + 1)), ("XfrmInPolBlock", BLOCK_N)):
+        agg = [r for r in recs if r.get("event") == "cleartext-packet-dropped" and r.get("source") == "counters"
+               and (r.get("counter") or {}).get("name") == name]
+        got = sum(r.get("count", 0) for r in agg)
+        C.check(got == d.get("b:" + name, 0) == n and all(r.get("netns") == NS_B and r.get("event_id") == 4963
+                                                          for r in agg),
+                "cleartext: %s counter aggregates in b sum to %d == the kernel's rise %d == %d sent"
+                % (name, got, d.get("b:" + name, 0), n), json.dumps(agg)[:400])
+
+
+def check_fragments(C, recs, st):
+    """fragment-received: per (peer, interval) summaries whose counts add up to the
+    ESP fragments the tap on vb saw, with the SPI and the sequence numbers of the
+    first fragments; never one record per fragment."""
+    if len(st.get("fragments", {})) != 2:
+        C.check(False, "fragments: the steps ran")
+        return
+    fr = [r for r in recs if r.get("event") == "fragment-received"]
+    n = 0
+    for f in (4, 6):
+        F, lab = FAM[f], st["fragments"][f]
+        mine = [r for r in fr if r.get("src") == F["a"] and r.get("dst") == F["b"]]
+        n += len(mine)
+        x = [r.get("fragments") or {} for r in mine]
+        got = {"fragments": sum(r.get("count", 0) for r in mine),
+               "first_fragments": sum(d.get("first_fragments", 0) for d in x),
+               "spis": sorted({s for d in x for s in d.get("spis", [])}),
+               "seq_first": min((d["seq_first"] for d in x if "seq_first" in d), default=None),
+               "seq_last": max((d["seq_last"] for d in x if "seq_last" in d), default=None)}
+        want = {"fragments": lab["fragments"], "first_fragments": lab["first_fragments"], "spis": [F["spi"]],
+                "seq_first": min(lab["seqs"], default=None), "seq_last": max(lab["seqs"], default=None)}
+        C.check(got == want and all(r.get("netns") == NS_B and r.get("spi") == F["spi"] and d.get("interface") == "vb"
+                                    and r.get("seq") == d.get("seq_first") for r, d in zip(mine, x)),
+                "fragments: v%d summaries count %d ESP fragments (%d first), SPI %#x, seq %s..%s as the tap on vb saw"
+                % (f, want["fragments"], want["first_fragments"], F["spi"], want["seq_first"], want["seq_last"]),
+                "agent %s; records %s" % (json.dumps(got), json.dumps(mine)[:400]))
+        C.check(1 <= len(mine) <= 2 < lab["fragments"],
+                "fragments: v%d %d summar%s for %d fragments, not one per fragment"
+                % (f, len(mine), "y" if len(mine) == 1 else "ies", lab["fragments"]))
+    C.check(n == len(fr), "fragments: no other fragment-received records",
+            json.dumps([(r.get("src"), r.get("dst"), r.get("count")) for r in fr])[:300])
+
+
 # ---------------------------------------------------------------- agent
 class Agent:
     def __init__(self, agent, out, extra=None, logname="agent.log", conf=None):
@@ -412,9 +654,10 @@ class Agent:
 
 
 def is_packet(r):
-    """A packet record of the provoking steps (the flood's are checked by check_flood)."""
-    return (r.get("event") in PACKET_EVENTS or r.get("event_id") in PACKET_EVENT_IDS) and r.get("source") != "counters" \
-        and r.get("spi") != FLOOD_SPI
+    """A packet record of the provoking steps (the flood's are checked by check_flood,
+    the predicted 4963 ones from NFLOG by check_cleartext)."""
+    return (r.get("event") in PACKET_EVENTS or r.get("event_id") in PACKET_EVENT_IDS) \
+        and r.get("source") not in ("counters", "nflog") and r.get("spi") != FLOOD_SPI
 
 
 # ---------------------------------------------------------------- checks
@@ -828,6 +1071,11 @@ def run_esp(args, C, st):
 
         step(v + "-overflow-teardown", teardown_overflow)
 
+    # Cleartext the kernel drops by policy (4963), and ESP that arrives fragmented.
+    if args.agent != "standin":
+        run_cleartext(C, st, step, sender, agent)
+        run_fragments(C, st, step, sender, rx)
+
     # A bad-SPI flood from a: bounded by the agent's flood limiter, accounted for.
     frame4 = st["frames"][4]
     _, off4, _ = esp_offset(frame4)
@@ -954,6 +1202,8 @@ def main():
             check_sa_lifecycle(C, recs)
             if args.agent != "standin":
                 check_flood(C, recs, st, agent)
+                check_cleartext(C, recs, st)
+                check_fragments(C, recs, st)
         validate_schema(C, agent.events)
         files = [agent.dir, os.path.join(OUT, "agent.log")]
         hits = [h for key in KEYS.values() for h in keyscan.scan_files(files, key)]

@@ -63,6 +63,25 @@ TEST(NftRuleset, InboundAndForwardPoliciesInKernelOrder) {
   EXPECT_EQ(nft_replace_transaction("X"), "table inet ipsec_audit\ndelete table inet ipsec_audit\nX");
 }
 
+// Without conntrack the cleartext chain sees each fragment of a datagram; the
+// kernel drops the datagram once, after reassembly. Later fragments (IPv4
+// offset, IPv6 fragment header offset) must leave before any logging rule, or
+// a selector without ports logs one predicted record per fragment.
+TEST(NftRuleset, LaterFragmentsLeaveTheCleartextChainBeforeAnyLog) {
+  auto esp_in = policy(0, 16, 100, true);
+  esp_in.selector.dport_mask = 0;  // all UDP: later fragments would match it
+  const std::string t = nft_table({&esp_in}, NftRulesetConfig{});
+  const auto pos_log = t.find("prefix \"ipsec-audit:in:16\"");
+  const auto pos_v4 = t.find("ip frag-off & 0x1fff != 0 return");
+  const auto pos_v6 = t.find("frag frag-off != 0 return");
+  ASSERT_NE(pos_log, std::string::npos) << t;
+  ASSERT_NE(pos_v4, std::string::npos) << t;
+  ASSERT_NE(pos_v6, std::string::npos) << t;
+  EXPECT_LT(pos_v4, pos_log);
+  EXPECT_LT(pos_v6, pos_log);
+  EXPECT_LT(pos_v6, t.find("chain fragments"));  // in the cleartext chain, not the fragment counter
+}
+
 TEST(NftRuleset, Prefixes) {
   auto t = parse_log_prefix("ipsec-audit:in:16");
   EXPECT_EQ(t.kind, NftLogTag::Kind::cleartext);
