@@ -7,7 +7,7 @@
 #
 # Options:
 #   --build-dir DIR   build tree; agent = DIR/bin/ipsec-auditd (required)
-#   --scenario NAME   esp (default) | strongswan | boot
+#   --scenario NAME   esp (default) | strongswan | flood | boot
 #   --agent PATH      agent binary, or "standin" for the python stand-in
 #   --cache DIR       kernel/initramfs cache (default DIR/e2e-cache)
 #   --out DIR         results (default DIR/e2e-out; wiped each run)

@@ -331,7 +331,7 @@ def inject(frame, how=None, times=1):
 
 # ---------------------------------------------------------------- agent
 class Agent:
-    def __init__(self, agent, out, extra=None, logname="agent.log"):
+    def __init__(self, agent, out, extra=None, logname="agent.log", conf=None):
         self.dir = "/tmp/lab"
         os.makedirs(self.dir + "/state", exist_ok=True)
         self.events = self.dir + "/events.jsonl"
@@ -343,7 +343,7 @@ class Agent:
         if agent != "standin":
             self.metrics = self.dir + "/ipsec_audit.prom"
             with open(self.dir + "/agent.conf", "w") as f:
-                json.dump({"metrics": {"path": self.metrics, "interval_seconds": 1}}, f)
+                json.dump({"metrics": {"path": self.metrics, "interval_seconds": 1}, **(conf or {})}, f)
             args += ["--config", self.dir + "/agent.conf"]
         if agent == "standin":
             cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "standin-agent.py")] + args
@@ -897,13 +897,14 @@ def main():
         C.check(p.returncode == 0, "capture-esp.sh ran", "rc %d" % p.returncode)
         C.check(any(f.startswith("esp-") for f in os.listdir(dest)), "esp-*.bin captured", str(os.listdir(dest)))
         return C.finish()
-    if args.scenario not in ("esp", "scale", "strongswan"):
+    if args.scenario not in ("esp", "scale", "strongswan", "flood"):
         C.check(False, "known scenario", "unknown scenario %r" % args.scenario)
         return C.finish()
     st = {"agent": None, "expected": [], "steps": []}
-    if args.scenario in ("scale", "strongswan"):
+    if args.scenario in ("scale", "strongswan", "flood"):
         # scale.py: the tunnel-scale benchmark (figures, lab checks only);
-        # strongswan.py: two charons. Both use this module's helpers.
+        # strongswan.py: two charons; flood.py: replay and bad-SPI floods, every
+        # packet accounted for. All use this module's helpers.
         import shutil
         mod = __import__(args.scenario)
         try:
