@@ -31,7 +31,7 @@ status every second:
    records written one by one <= burst + rate x duration, and written +
    summarised + events-lost == XfrmInNoStates delta == what the listener got.
 """
-import json, os, re, select, signal, socket, struct, sys, time
+import json, os, re, select, shutil, signal, socket, struct, sys, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "live"))
 import livelib  # noqa: E402  (tests/live/livelib.py: AUDIT_GET / AUDIT_SET)
@@ -174,7 +174,7 @@ def finish_agent(S, args, agent, name):
     recs = agent.records()
     dest = os.path.join(args.out, "events-%s.jsonl" % name)
     if os.path.exists(agent.events):
-        os.replace(agent.events, dest)
+        shutil.move(agent.events, dest)  # another filesystem: no rename
     return recs
 
 
