@@ -27,6 +27,8 @@ status every second:
    the agent's socket overflows. Every record written names an injected
    number, no number twice; the events-lost total == N - what the agent
    received (records + summarised: its pipeline sees every record it reads).
+   Twice: `loss` (counters every 2 s: a periodic settle finds the shortfall)
+   and `loss-at-stop` (counters every 600 s: only the settle at SIGTERM can).
 3. bad-SPI flood as fast as a python AF_PACKET loop goes, for a bounded time:
    records written one by one <= burst + rate x duration, and written +
    summarised + events-lost == XfrmInNoStates delta == what the listener got.
@@ -162,9 +164,12 @@ def wait_quiet(agent, quiet=3.0, timeout=30):
 
 
 def run_agent(S, args, name, st):
+    conf = dict(AGENT_CONF)
+    if name == "loss-at-stop":  # no periodic settle: only the one at SIGTERM can find the loss
+        conf["counters"] = {"interval_seconds": 600}
     agent = S.Agent(args.agent, args.out, extra=["--netns", S.NS_B] + (["--receive-buffer", "65536"]
-                                                                         if name == "loss" else []),
-                    logname="agent-%s.log" % name, conf=AGENT_CONF)
+                                                                         if name.startswith("loss") else []),
+                    logname="agent-%s.log" % name, conf=conf)
     st["agent"] = agent  # stopped by scenario.py if this phase fails half-way
     return agent
 
@@ -256,12 +261,12 @@ def phase_noloss(S, args, C, sender, frames, res):
                      "xfrm_stat": d}
 
 
-def phase_loss(S, args, C, sender, frames, res):
+def phase_loss(S, args, C, sender, frames, res, name="loss"):
     seqs = [struct.unpack_from("!I", f, S.esp_offset(f)[1] + 4)[0] for f in frames]
     spi = S.FAM[4]["spi"]
-    agent = run_agent(S, args, "loss", res["_st"])
-    if not C.check(agent.wait_started(30), "loss: agent started"):
-        finish_agent(S, args, agent, "loss")
+    agent = run_agent(S, args, name, res["_st"])
+    if not C.check(agent.wait_started(30), "%s: agent started" % name):
+        finish_agent(S, args, agent, name)
         return
     lis = AuditListener()
     a0, c0 = livelib.audit_status(), S.counters()
@@ -272,29 +277,29 @@ def phase_loss(S, args, C, sender, frames, res):
     finally:
         agent.p.send_signal(signal.SIGCONT)
     lis.close()
-    S.log("loss: %d replays injected while the agent was stopped; listener got %d" % (len(frames), len(heard)))
+    S.log("%s: %d replays injected while the agent was stopped; listener got %d" % (name, len(frames), len(heard)))
     wait_quiet(agent)
-    recs = finish_agent(S, args, agent, "loss")
+    recs = finish_agent(S, args, agent, name)
     a1, c1 = livelib.audit_status(), S.counters()
     d = S.delta(c0, c1)
     klost = a1["lost"] - a0["lost"]
     C.check(sorted(seqno(t) for t in heard) == sorted(seqs) and lis.overruns == 0,
-            "loss: the independent listener got all %d replay records: the kernel sent them all" % len(seqs),
+            "%s: the independent listener got all %d replay records: the kernel sent them all" % (name, len(seqs)),
             "got %d, overruns %d" % (len(heard), lis.overruns))
-    C.check(klost == 0, "loss: kernel audit lost delta 0 (backlog limit %d)" % BACKLOG, "lost +%d" % klost)
-    single, summarised, sums, cov = account(C, "loss", recs, seqs, REPLAY_EVENTS, spi)
+    C.check(klost == 0, "%s: kernel audit lost delta 0 (backlog limit %d)" % (name, BACKLOG), "lost +%d" % klost)
+    single, summarised, sums, cov = account(C, name, recs, seqs, REPLAY_EVENTS, spi)
     received = len(single) + summarised
     lost = [r for r in recs if r.get("event") == "events-lost"]
     lt = lost_total(recs)
-    C.check(received < len(seqs), "loss: the agent's socket overflowed (%d of %d received)" % (received, len(seqs)))
+    C.check(received < len(seqs), "%s: the agent's socket overflowed (%d of %d received)" % (name, received, len(seqs)))
     C.check(lt == len(seqs) - received,
-            "loss: events-lost total %d == injected %d - received by the agent %d" % (lt, len(seqs), received),
+            "%s: events-lost total %d == injected %d - received by the agent %d" % (name, lt, len(seqs), received),
             json.dumps([{k: r.get(k) for k in ("count", "source", "lost")} for r in lost])[:600])
     stopped = next((r for r in recs if r.get("event") == "service-stopped"), {})
     by = (stopped.get("records") or {}).get("by_event", {})
     got = sum(by.get(e, {}).get("received", 0) for e in REPLAY_EVENTS)
-    C.check(got == received, "loss: service-stopped says %d replay records received, as written + summarised" % got)
-    res["loss"] = {"injected": len(seqs), "listener": len(heard), "written": len(single), "summarised": summarised,
+    C.check(got == received, "%s: service-stopped says %d replay records received, as written + summarised" % (name, got))
+    res[name] = {"injected": len(seqs), "listener": len(heard), "written": len(single), "summarised": summarised,
                    "summaries": len(sums), "agent_received": received, "events_lost": lt, "kernel_lost": klost,
                    "events_lost_records": [{k: r.get(k) for k in ("count", "source", "lost")} for r in lost]}
 
@@ -384,6 +389,7 @@ def run_flood(args, C, S, st):
         res = {"_st": st}
         for name, fn in (("noloss", lambda: phase_noloss(S, args, C, sender, frames, res)),
                          ("loss", lambda: phase_loss(S, args, C, sender, frames, res)),
+                         ("loss-at-stop", lambda: phase_loss(S, args, C, sender, frames, res, "loss-at-stop")),
                          ("badspi", lambda: phase_badspi(S, args, C, frames, res))):
             t0 = time.monotonic()
             fn()
