@@ -26,8 +26,12 @@ std::vector<Loss> Reconciler::settle(bool final) {
   for (auto it = entries_.begin(); it != entries_.end();) {
     auto& e = it->second;
     if (const auto l = shortfall(final ? e.counted : e.settled, e.seen, e.lost); l > 0) {
-      const std::uint64_t matched = std::min(l, credit_);
-      credit_ -= matched;
+      std::uint64_t matched = 0;
+      for (auto c = credit_.rbegin(); c != credit_.rend() && matched < l; ++c) {  // the oldest first
+        const std::uint64_t m = std::min(l - matched, *c);
+        *c -= m;
+        matched += m;
+      }
       e.lost += l;
       e.already_reported += matched;
       out.push_back(Loss{it->first, l - matched, l, matched});
@@ -44,6 +48,11 @@ std::vector<Loss> Reconciler::settle(bool final) {
     }
     if (e.closing == 1) e.closing = 2;
     ++it;
+  }
+  // The credit ages; what is older than kCreditSettles settles goes.
+  if (!final) {
+    for (std::size_t i = credit_.size() - 1; i > 0; --i) credit_[i] = credit_[i - 1];
+    credit_[0] = 0;
   }
   return out;
 }

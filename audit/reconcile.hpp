@@ -26,9 +26,14 @@
 // also stand for other audit records, and then the sum is a lower bound).
 // A report is matched only against shortfalls settled after it, so the
 // agent settles after reading its audit socket, and at stop after a last
-// AUDIT_GET (see the daemon).
+// AUDIT_GET (see the daemon). A report not matched within kCreditSettles
+// settles expires: the shortfall of the records it stood for has been found
+// by then (a loss is counted at the next reading, per-SA stats come one
+// tick later, and it is settled at the tick after), so it was about other
+// audit records and must not hide a later IPsec loss.
 #pragma once
 
+#include <array>
 #include <compare>
 #include <cstdint>
 #include <functional>
@@ -83,7 +88,8 @@ class Reconciler {
   void close_if(const std::function<bool(const LossKey&)>& pred);
   // Losses the kernel audit side has written itself (kernel `lost` rise,
   // socket overruns): the next shortfalls are matched against them first.
-  void reported(std::uint64_t n) { credit_ += n; }
+  void reported(std::uint64_t n) { credit_[0] += n; }
+  static constexpr std::size_t kCreditSettles = 3;
   // New losses since the last settle (see above). `final` (at stop, once the
   // counters were read, the kernel's audit queue was empty and the audit
   // socket drained): what the counters say now is compared, not what they
@@ -98,7 +104,8 @@ class Reconciler {
  private:
   std::map<LossKey, Entry> entries_;
   std::map<std::string, Entry> gone_;  // totals of forgotten pairings, by counter
-  std::uint64_t credit_{0};            // reported() and not matched yet
+  // reported() and not matched yet, by age in settles ([0]: since the last).
+  std::array<std::uint64_t, kCreditSettles> credit_{};
 };
 
 }  // namespace ipsec

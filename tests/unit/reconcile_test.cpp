@@ -111,6 +111,28 @@ TEST(Reconcile, KernelLostMatchesShortfallsOnce) {
   EXPECT_TRUE(r.settle(true).empty());
 }
 
+// A report no shortfall matched within three settles was about other audit
+// records (the kernel's `lost` counts every type): it must not hide a later
+// IPsec loss.
+TEST(Reconcile, UnmatchedReportsExpire) {
+  Reconciler r;
+  const auto k = host("XfrmInNoStates");
+  r.reported(4);
+  r.settle();
+  r.settle();
+  r.counted(k, 2);                   // read at the third tick
+  EXPECT_TRUE(r.settle().empty());   // the third settle: the report ages out
+  const auto l = r.settle();         // 2 counted, none seen
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0].count, 2u);
+  EXPECT_EQ(l[0].already_reported, 0u);
+  r.reported(1);
+  r.settle();
+  r.counted(k, 3);
+  r.settle();
+  EXPECT_EQ(total(r.settle()), 2u);  // within its three settles: matched
+}
+
 TEST(Reconcile, ClosedPairingSettlesTwiceThenGoes) {
   Reconciler r;
   const auto k = per_sa("integrity_failed", 0x1001);
