@@ -174,6 +174,23 @@ def run_agent(S, args, name, st):
     return agent
 
 
+def start_phase(S, args, C, name, st):
+    """A fresh agent for the phase, the listener, the kernel's `lost` and the counters; None if no agent."""
+    agent = run_agent(S, args, name, st)
+    if not C.check(agent.wait_started(30), "%s: agent started" % name):
+        finish_agent(S, args, agent, name)
+        return None
+    return agent, AuditListener(), livelib.audit_status(), S.counters()
+
+
+def end_phase(S, args, agent, name, a0, c0):
+    """Once the agent's output is quiet: stop it; its records, the counters' deltas, the kernel's lost delta."""
+    wait_quiet(agent)
+    recs = finish_agent(S, args, agent, name)
+    a1, c1 = livelib.audit_status(), S.counters()
+    return recs, S.delta(c0, c1), a1["lost"] - a0["lost"]
+
+
 def finish_agent(S, args, agent, name):
     agent.stop()
     recs = agent.records()
@@ -225,22 +242,16 @@ def account(C, name, recs, injected, events, spi):
 def phase_noloss(S, args, C, sender, frames, res):
     seqs = [struct.unpack_from("!I", f, S.esp_offset(f)[1] + 4)[0] for f in frames]
     spi = S.FAM[4]["spi"]
-    agent = run_agent(S, args, "noloss", res["_st"])
-    if not C.check(agent.wait_started(30), "noloss: agent started"):
-        finish_agent(S, args, agent, "noloss")
+    ph = start_phase(S, args, C, "noloss", res["_st"])
+    if ph is None:
         return
-    lis = AuditListener()
-    a0, c0 = livelib.audit_status(), S.counters()
+    agent, lis, a0, c0 = ph
     t0 = time.monotonic()
     inject_all(S, frames)
     S.log("noloss: %d replays injected in %.2fs" % (len(frames), time.monotonic() - t0))
     heard = lis.read(want=len(frames), pred=lambda t: "SA-replayed-pkt" in t and "spi=%d(" % spi in t)
     lis.close()
-    wait_quiet(agent)
-    recs = finish_agent(S, args, agent, "noloss")
-    a1, c1 = livelib.audit_status(), S.counters()
-    d = S.delta(c0, c1)
-    klost = a1["lost"] - a0["lost"]
+    recs, d, klost = end_phase(S, args, agent, "noloss", a0, c0)
     C.check(sorted(seqno(t) for t in heard) == sorted(seqs) and lis.overruns == 0,
             "noloss: the independent listener got all %d replay records from the kernel" % len(seqs),
             "got %d, overruns %d" % (len(heard), lis.overruns))
@@ -264,12 +275,10 @@ def phase_noloss(S, args, C, sender, frames, res):
 def phase_loss(S, args, C, sender, frames, res, name="loss"):
     seqs = [struct.unpack_from("!I", f, S.esp_offset(f)[1] + 4)[0] for f in frames]
     spi = S.FAM[4]["spi"]
-    agent = run_agent(S, args, name, res["_st"])
-    if not C.check(agent.wait_started(30), "%s: agent started" % name):
-        finish_agent(S, args, agent, name)
+    ph = start_phase(S, args, C, name, res["_st"])
+    if ph is None:
         return
-    lis = AuditListener()
-    a0, c0 = livelib.audit_status(), S.counters()
+    agent, lis, a0, c0 = ph
     agent.p.send_signal(signal.SIGSTOP)
     try:
         inject_all(S, frames)
@@ -278,11 +287,7 @@ def phase_loss(S, args, C, sender, frames, res, name="loss"):
         agent.p.send_signal(signal.SIGCONT)
     lis.close()
     S.log("%s: %d replays injected while the agent was stopped; listener got %d" % (name, len(frames), len(heard)))
-    wait_quiet(agent)
-    recs = finish_agent(S, args, agent, name)
-    a1, c1 = livelib.audit_status(), S.counters()
-    d = S.delta(c0, c1)
-    klost = a1["lost"] - a0["lost"]
+    recs, d, klost = end_phase(S, args, agent, name, a0, c0)
     C.check(sorted(seqno(t) for t in heard) == sorted(seqs) and lis.overruns == 0,
             "%s: the independent listener got all %d replay records: the kernel sent them all" % (name, len(seqs)),
             "got %d, overruns %d" % (len(heard), lis.overruns))
@@ -309,12 +314,10 @@ def phase_badspi(S, args, C, frames, res):
     _, off, _ = S.esp_offset(fr)
     struct.pack_into("!I", fr, off, BADSPI)
     fr = bytes(fr)
-    agent = run_agent(S, args, "badspi", res["_st"])
-    if not C.check(agent.wait_started(30), "badspi: agent started"):
-        finish_agent(S, args, agent, "badspi")
+    ph = start_phase(S, args, C, "badspi", res["_st"])
+    if ph is None:
         return
-    lis = AuditListener()
-    a0, c0 = livelib.audit_status(), S.counters()
+    agent, lis, a0, c0 = ph
     with S.netns(S.NS_A):
         ps = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         ps.bind(("va", 0))
@@ -332,11 +335,7 @@ def phase_badspi(S, args, C, frames, res):
     S.log("badspi: %d packets in %.2fs (%.0f/s)" % (sent, secs, sent / secs))
     heard = lis.read(want=sent, pred=lambda t: "SA-notfound" in t and "spi=%d(" % BADSPI in t)
     lis.close()
-    wait_quiet(agent)
-    recs = finish_agent(S, args, agent, "badspi")
-    a1, c1 = livelib.audit_status(), S.counters()
-    d = S.delta(c0, c1)
-    klost = a1["lost"] - a0["lost"]
+    recs, d, klost = end_phase(S, args, agent, "badspi", a0, c0)
     ns = d.get("b:XfrmInNoStates", 0)
     mine = [r for r in recs if r.get("event") == "incorrect-spi" and r.get("spi") == BADSPI]
     single = [r for r in mine if "summary" not in r]
