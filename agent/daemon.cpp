@@ -448,15 +448,27 @@ nlohmann::json Daemon::kernel_audit_detail() const {
 }
 
 void Daemon::stop_sources(std::function<void()> done) {
-  // The audit source first: it reads what is queued and hands it over, and
-  // the tracker then decides and writes that too.
-  if (audit_) audit_->stop();
-  // Before the tracker: its tables name the policies of the last packets.
-  if (netfilter_) netfilter_->stop();
-  if (xfrm_)
-    xfrm_->stop(std::move(done));
-  else
+  if (!xfrm_) {
+    if (audit_) audit_->stop();
+    if (netfilter_) netfilter_->stop();
     done();
+    return;
+  }
+  // The counters and SA stats first: every packet they count had its audit
+  // record queued by then, and the audit source's stop waits for kauditd's
+  // queue to be empty and reads its socket, so the last reconciliation
+  // compares like with like (no interval left out, no loss invented).
+  xfrm_->read_final_counters([this, done = std::move(done)]() mutable {
+    // The audit source first: it reads what is queued and hands it over, and
+    // the tracker then decides and writes that too.
+    if (audit_) audit_->stop();
+    // Before the tracker: its tables name the policies of the last packets.
+    if (netfilter_) netfilter_->stop();
+    xfrm_->stop([this, done = std::move(done)] {
+      xfrm_->reconcile_final();
+      done();
+    });
+  });
 }
 
 std::string Daemon::snapshot_path() const { return opts_.state_dir + "/state-snapshot.json"; }
@@ -619,6 +631,11 @@ int Daemon::run() {
       },
       [this](const Event& e) { pipeline_->submit(e); });
   xfrm_->set_spd_listener([this] { netfilter_->spd_changed(); });
+  // An overrun of the audit socket is read (and reported) before a
+  // reconciliation could count the same records again.
+  xfrm_->set_before_settle([this] {
+    if (audit_) audit_->read_queued();
+  });
   netfilter_->start();
 
   KernelAuditSource::Config acfg;

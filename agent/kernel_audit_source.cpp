@@ -1,6 +1,7 @@
 #include "agent/kernel_audit_source.hpp"
 
 #include <linux/netlink.h>
+#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 #include <algorithm>
@@ -22,6 +23,10 @@ constexpr int kBatch = 1024;
 // after its 16-byte header: one slot per datagram, kSlots per recvmmsg(2).
 constexpr std::size_t kSlot = 9216;
 constexpr std::size_t kSlots = 64;
+// At stop: how often, and how far apart, AUDIT_GET asks whether kauditd's
+// queue is empty (at most 20 x 10 ms).
+constexpr int kStopBacklogPolls = 20;
+constexpr useconds_t kStopBacklogPollUs = 10000;
 }  // namespace
 
 std::vector<std::string> audit_status_concerns(const AuditStatus& s) {
@@ -192,6 +197,18 @@ void KernelAuditSource::stop() {
     boost::system::error_code ec;
     desc_->cancel(ec);
   }
+  // The last `lost` rise is reported before the last reconciliation, and
+  // what kauditd still queues reaches the socket before it is read: wait,
+  // briefly, for the kernel's audit queue to be empty.
+  if (control_ && status_ && cfg_.status_interval.count() > 0) {
+    for (int i = 0; i < kStopBacklogPolls; ++i) {
+      auto st = query_status();
+      if (!st) break;
+      take_lost(*st);
+      if (st->backlog == 0) break;
+      ::usleep(kStopBacklogPollUs);
+    }
+  }
   // Records the kernel has already queued are written before the end.
   if (mcast_) (void)drain(16 * kBatch);  // bounded: a busy kernel must not hold up the end
   if (!we_enabled_ || !control_) return;
@@ -336,17 +353,26 @@ void KernelAuditSource::poll_status() {
                       });
 }
 
+void KernelAuditSource::take_lost(const AuditStatus& st) {
+  if (!status_) return;
+  const std::uint32_t delta = st.lost - status_->lost;  // the kernel counter wraps at 2^32
+  status_->lost = st.lost;
+  if (delta == 0) return;
+  stats_.kernel_lost += delta;
+  emit_lost(delta, false, "kernel_audit_lost",
+            "the kernel dropped " + std::to_string(delta) +
+                " audit records (its 'lost' counter rose; it counts all audit types, so some may not be "
+                "IPsec records)");
+}
+
+void KernelAuditSource::read_queued() {
+  if (desc_ && mcast_ && !stopped_) (void)drain(16 * kBatch);  // bounded, as at stop
+}
+
 void KernelAuditSource::status_polled(const Result<AuditStatus>& st) {
   if (st) {
     if (status_) {
-      const std::uint32_t delta = st->lost - status_->lost;  // the kernel counter wraps at 2^32
-      if (delta > 0) {
-        stats_.kernel_lost += delta;
-        emit_lost(delta, false, "kernel_audit_lost",
-                  "the kernel dropped " + std::to_string(delta) +
-                      " audit records (its 'lost' counter rose; it counts all audit types, so some may not be "
-                      "IPsec records)");
-      }
+      take_lost(*st);
       if (audit_settings_changed(*status_, *st)) {
         auto e = make_kernel_audit_changed(status_, *st);
         log(st->enabled ? LogLevel::info : LogLevel::warning, e.message);

@@ -80,9 +80,14 @@ class KernelAuditSource {
   // A kernel-audit-changed record if the state read at start puts IPsec
   // auditing at risk (called after service-started, so that comes first).
   void report_start_state();
-  // Reads and hands over what is already queued on the socket, then puts the
-  // audit `enabled` flag back if this agent changed it.
+  // Reads the kernel audit status once more (the last `lost` rise) until
+  // kauditd's queue is empty (bounded, 200 ms), reads and hands over what is
+  // queued on the socket, then puts the audit `enabled` flag back if this
+  // agent changed it.
   void stop();
+  // Reads and hands over what is queued now (before a reconciliation: an
+  // overrun is reported before the shortfall it explains).
+  void read_queued();
 
   const std::optional<AuditStatus>& status() const { return status_; }
   // Joined to the kernel audit multicast group (and not stopped).
@@ -103,6 +108,8 @@ class KernelAuditSource {
   void poll_status();
   void arm_poll();
   void status_polled(const Result<AuditStatus>& st);
+  // The rise of the kernel's `lost` counter since the last status: events-lost.
+  void take_lost(const AuditStatus& st);
   Result<AuditStatus> query_status();
   Result<Unit> set_enabled(bool on);
   void emit_lost(std::uint64_t count, bool at_least, const char* counter, std::string message);

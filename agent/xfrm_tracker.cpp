@@ -517,6 +517,10 @@ void XfrmTracker::on_audit_event(Event e) {
       set_audit_expected(ka["enabled"].get<long long>() != 0 && audit_reaches_us_);
   }
   if (!is_packet_event(e.kind)) {
+    // A loss the kernel audit side reports itself (the kernel's `lost`
+    // rise, a socket overrun): a shortfall of the same records found later
+    // writes only what exceeds it (Reconciler::reported).
+    if (e.kind == EventKind::events_lost && cfg_.counters_interval.count() > 0) recon_.reported(e.count);
     sink_(e);
     return;
   }
@@ -555,10 +559,10 @@ void XfrmTracker::stop(std::function<void()> done) {
       boost::system::error_code ec;
       w->desc->cancel(ec);
     }
-  // The last interval's cleartext drops are written too (no settle: the
-  // records of that interval have not had their time to arrive).
+  // The last interval's cleartext drops are written too (the daemon has
+  // read them with read_final_counters; settled by reconcile_final).
   counter_timer_.cancel();
-  if (cfg_.counters_interval.count() > 0)
+  if (cfg_.counters_interval.count() > 0 && !final_counters_read_)
     for (auto& w : watchers_)
       if (w->stat_fd.get() >= 0) read_counters(*w);
   stopped_ = std::move(done);
@@ -607,12 +611,41 @@ void XfrmTracker::arm_counters() {
     if (ec || stopping_) return;
     for (std::size_t i = 0; i < watchers_.size(); ++i)
       if (watchers_[i]->ready && watchers_[i]->stat_fd.get() >= 0) read_counters(*watchers_[i]);
+    if (before_settle_) before_settle_();
     for (const auto& l : recon_.settle()) emit_loss(l);
     arm_counters();
   });
 }
 
-void XfrmTracker::read_counters(Watcher& w) {
+void XfrmTracker::read_final_counters(std::function<void()> done) {
+  if (cfg_.counters_interval.count() <= 0 || stopping_) {
+    done();
+    return;
+  }
+  counter_timer_.cancel();
+  final_counters_read_ = true;
+  // `done` once every watcher's SA stats are in (or their dump failed).
+  auto pending = std::make_shared<std::size_t>(1);
+  auto finish = std::make_shared<std::function<void()>>(std::move(done));
+  auto one = [pending, finish] {
+    if (--*pending == 0) (*finish)();
+  };
+  for (std::size_t i = 0; i < watchers_.size(); ++i) {
+    Watcher& w = *watchers_[i];
+    if (!w.ready || w.stat_fd.get() < 0) continue;
+    read_counters(w, false);
+    ++*pending;
+    dump_sa_stats(w, one);
+  }
+  one();
+}
+
+void XfrmTracker::reconcile_final() {
+  if (cfg_.counters_interval.count() <= 0 || !final_counters_read_) return;
+  for (const auto& l : recon_.settle(true)) emit_loss(l);
+}
+
+void XfrmTracker::read_counters(Watcher& w, bool dump) {
   auto st = read_xfrm_stat(w.stat_fd.get());
   if (!st) {
     if (!w.stat_warned) log(LogLevel::warning, "counters of netns " + w.label + ": " + st.error().message);
@@ -647,12 +680,15 @@ void XfrmTracker::read_counters(Watcher& w) {
   if (const auto d = rise(kOutSeqError); d > 0) recon_.counted(host_key(kOutSeqError), d);
   const bool sa_moved = rise("XfrmInStateProtoError") > 0 || rise("XfrmInStateSeqError") > 0;
   w.stat_last = std::move(*st);
-  if ((sa_moved || w.sa_records) && !stopping_) dump_sa_stats(w);
+  if (dump && (sa_moved || w.sa_records) && !stopping_) dump_sa_stats(w);
   w.sa_records = false;
 }
 
-void XfrmTracker::dump_sa_stats(Watcher& w) {
-  if (w.sa_dump_running || !w.requester) return;
+void XfrmTracker::dump_sa_stats(Watcher& w, std::function<void()> then) {
+  if (w.sa_dump_running || !w.requester) {
+    if (then) then();
+    return;
+  }
   w.sa_dump_running = true;
   auto got = std::make_shared<std::vector<std::pair<SaKey, XfrmStats>>>();
   w.requester->request([](std::uint32_t seq) { return build_xfrm_dump_sa(seq); }, ReplyKind::dump,
@@ -661,15 +697,17 @@ void XfrmTracker::dump_sa_stats(Watcher& w) {
                          if (!p) return;
                          if (const auto* n = std::get_if<XfrmNewSa>(&*p)) got->emplace_back(sa_key(n->sa), n->sa.stats);
                        },
-                       [this, wp = &w, got](const Result<Unit>& r) {
-                         if (!alive(wp)) return;
-                         wp->sa_dump_running = false;
-                         if (!r) {
-                           log(LogLevel::warning, "per-SA stats of netns " + wp->label +
-                                                      " not read (tried again at the next tick): " + r.error().message);
-                           return;
+                       [this, wp = &w, got, then = std::move(then)](const Result<Unit>& r) {
+                         if (alive(wp)) {
+                           wp->sa_dump_running = false;
+                           if (!r)
+                             log(LogLevel::warning, "per-SA stats of netns " + wp->label +
+                                                        " not read (tried again at the next tick): " +
+                                                        r.error().message);
+                           else
+                             for (const auto& [k, st] : *got) take_sa_stats(*wp, k, st, false);
                          }
-                         for (const auto& [k, st] : *got) take_sa_stats(*wp, k, st, false);
+                         if (then) then();
                        });
 }
 
@@ -733,15 +771,29 @@ void XfrmTracker::emit_loss(const Loss& l) {
                        : k.counter == kOutSeqError  ? "sequence-overflow"
                        : k.counter == kIntegrity    ? "integrity-check-failed (4960)"
                                                     : "replay (4961/4962)";
+  const std::string where = k.counter +
+                            (k.spi ? " of SA " + spi_hex(*k.spi) + " " + k.sa + " in netns " + k.netns.value_or("")
+                                   : std::string(" in the watched namespaces"));
+  if (l.count == 0) {
+    // The kernel audit side reported all of it already (its `lost` rise,
+    // a socket overrun): nothing new to write.
+    log(LogLevel::info, std::to_string(l.shortfall) + " " + record + " events counted by the kernel (" + where +
+                            ") reached the agent as no record; already written as events-lost by the kernel audit "
+                            "source");
+    return;
+  }
   std::string msg = std::to_string(l.count) + " " + record + " event" + (l.count == 1 ? "" : "s") +
-                    " counted by the kernel (" + k.counter +
-                    (k.spi ? " of SA " + spi_hex(*k.spi) + " " + k.sa + " in netns " + k.netns.value_or("")
-                           : std::string(" in the watched namespaces")) +
+                    " counted by the kernel (" + where +
                     ") reached the agent as no record: lost (kernel audit backlog or rate limit, audit off, or a "
                     "full socket)";
+  if (l.already_reported > 0)
+    msg += "; the shortfall is " + std::to_string(l.shortfall) + ", of which " + std::to_string(l.already_reported) +
+           " were written as events-lost by the kernel audit source before";
   Event e = make_events_lost(Source::counters, l.count, k.counter.c_str(), false, std::move(msg));
   auto& lost = e.detail["lost"];
   lost["count"] = l.count;
+  lost["shortfall"] = l.shortfall;
+  lost["already_reported"] = l.already_reported;
   if (k.spi) {
     lost["spi"] = *k.spi;
     lost["sa"] = k.sa;

@@ -91,6 +91,16 @@ class XfrmTracker {
   // still pending (replay records get their GETSA) and emits it, then calls
   // `done` (at once when nothing waits for the kernel).
   void stop(std::function<void()> done);
+  // At stop, before the kernel audit socket is read for the last time: reads
+  // the counters and every watched SA's stats once more, then calls `done`
+  // (at once when the counters are not read). stop() then reads no counters.
+  void read_final_counters(std::function<void()> done);
+  // After stop(): the last reconciliation, against the counters of
+  // read_final_counters() (Reconciler::settle(final)).
+  void reconcile_final();
+  // Called before each periodic settle: the daemon reads what the kernel
+  // audit socket holds, so that its overruns are reported first.
+  void set_before_settle(std::function<void()> f) { before_settle_ = std::move(f); }
   // The same without waiting for the kernel (a critical failure).
   void abandon();
 
@@ -147,8 +157,11 @@ class XfrmTracker {
   void warn_once(const NetnsId& id, const std::string& what);
   // Counters and reconciliation (the counters_interval timer).
   void arm_counters();
-  void read_counters(Watcher& w);
-  void dump_sa_stats(Watcher& w);
+  // `dump`: ask for the SA stats when they may have moved.
+  void read_counters(Watcher& w, bool dump = true);
+  // `then` (if any) once the stats are in or the dump failed; at once when
+  // none can be sent or one is already running.
+  void dump_sa_stats(Watcher& w, std::function<void()> then = {});
   void take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now, bool final);
   // Forgets the stats of SAs no longer in the table (a flush, a resync).
   void prune_sa_stats(Watcher& w);
@@ -179,6 +192,8 @@ class XfrmTracker {
   }
   bool stopping_{false};
   Reconciler recon_;
+  bool final_counters_read_{false};
+  std::function<void()> before_settle_;
   boost::asio::steady_timer counter_timer_;
   // Rise of each counter that moved, per netns label, since the baselines.
   std::map<std::string, std::map<std::string, std::uint64_t>> netns_deltas_;

@@ -1,5 +1,7 @@
 #include "audit/reconcile.hpp"
 
+#include <algorithm>
+
 namespace ipsec {
 
 std::uint64_t counter_delta(std::uint64_t before, std::uint64_t after) { return after >= before ? after - before : after; }
@@ -19,13 +21,20 @@ void Reconciler::close_if(const std::function<bool(const LossKey&)>& pred) {
     if (e.closing == 0 && pred(k)) e.closing = 1;
 }
 
-std::vector<Loss> Reconciler::settle() {
+std::vector<Loss> Reconciler::settle(bool final) {
   std::vector<Loss> out;
   for (auto it = entries_.begin(); it != entries_.end();) {
     auto& e = it->second;
-    if (const auto l = shortfall(e.settled, e.seen, e.lost); l > 0) {
+    if (const auto l = shortfall(final ? e.counted : e.settled, e.seen, e.lost); l > 0) {
+      std::uint64_t matched = 0;
+      for (auto c = credit_.rbegin(); c != credit_.rend() && matched < l; ++c) {  // the oldest first
+        const std::uint64_t m = std::min(l - matched, *c);
+        *c -= m;
+        matched += m;
+      }
       e.lost += l;
-      out.push_back(Loss{it->first, l});
+      e.already_reported += matched;
+      out.push_back(Loss{it->first, l - matched, l, matched});
     }
     e.settled = e.counted;
     if (e.closing == 2) {
@@ -33,11 +42,17 @@ std::vector<Loss> Reconciler::settle() {
       g.counted += e.counted;
       g.seen += e.seen;
       g.lost += e.lost;
+      g.already_reported += e.already_reported;
       it = entries_.erase(it);
       continue;
     }
     if (e.closing == 1) e.closing = 2;
     ++it;
+  }
+  // The credit ages; what is older than kCreditSettles settles goes.
+  if (!final) {
+    for (std::size_t i = credit_.size() - 1; i > 0; --i) credit_[i] = credit_[i - 1];
+    credit_[0] = 0;
   }
   return out;
 }
@@ -49,9 +64,11 @@ nlohmann::json Reconciler::totals() const {
     s.counted += e.counted;
     s.seen += e.seen;
     s.lost += e.lost;
+    s.already_reported += e.already_reported;
   }
   nlohmann::json j = nlohmann::json::object();
-  for (const auto& [name, s] : sum) j[name] = {{"counted", s.counted}, {"seen", s.seen}, {"lost", s.lost}};
+  for (const auto& [name, s] : sum)
+    j[name] = {{"counted", s.counted}, {"seen", s.seen}, {"lost", s.lost}, {"already_reported", s.already_reported}};
   return j;
 }
 

@@ -7,7 +7,7 @@
 #
 # Options:
 #   --build-dir DIR   build tree; agent = DIR/bin/ipsec-auditd (required)
-#   --scenario NAME   esp (default) | strongswan | boot | sidebyside (benchmark:
+#   --scenario NAME   esp (default) | strongswan | flood | boot | sidebyside (benchmark:
 #                     auditd + laurel and the agent on one stream, tools/bench/sidebyside.py;
 #                     figures in OUT/sidebyside.txt; env E2E_SIDEBYSIDE="n=20000 flood=off perf=0")
 #   --agent PATH      agent binary, or "standin" for the python stand-in

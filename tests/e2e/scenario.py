@@ -1145,14 +1145,15 @@ def main():
         C.check(p.returncode == 0, "capture-esp.sh ran", "rc %d" % p.returncode)
         C.check(any(f.startswith("esp-") for f in os.listdir(dest)), "esp-*.bin captured", str(os.listdir(dest)))
         return C.finish()
-    if args.scenario not in ("esp", "scale", "strongswan", "sidebyside"):
+    if args.scenario not in ("esp", "scale", "strongswan", "flood", "sidebyside"):
         C.check(False, "known scenario", "unknown scenario %r" % args.scenario)
         return C.finish()
     st = {"agent": None, "expected": [], "steps": []}
-    if args.scenario in ("scale", "strongswan", "sidebyside"):
+    if args.scenario in ("scale", "strongswan", "flood", "sidebyside"):
         # scale.py: the tunnel-scale benchmark (figures, lab checks only);
-        # strongswan.py: two charons; tools/bench/sidebyside.py: auditd + laurel
-        # and the agent on one stream. All use this module's helpers.
+        # strongswan.py: two charons; flood.py: replay and bad-SPI floods, every
+        # packet accounted for; tools/bench/sidebyside.py: auditd + laurel and
+        # the agent on one stream. All use this module's helpers.
         import shutil
         if args.scenario == "sidebyside":
             sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "bench"))

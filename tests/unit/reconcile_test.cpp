@@ -50,7 +50,87 @@ TEST(Reconcile, RecordsGetOneIntervalToArrive) {
   r.counted(k, 4);
   r.settle();
   EXPECT_EQ(total(r.settle()), 2u);  // 12 counted, 8 seen, 2 lost before: 2 more
-  EXPECT_EQ(r.totals()["XfrmInNoStates"], (json{{"counted", 12}, {"seen", 8}, {"lost", 4}}));
+  EXPECT_EQ(r.totals()["XfrmInNoStates"], (json{{"counted", 12}, {"seen", 8}, {"lost", 4}, {"already_reported", 0}}));
+}
+
+// At stop the last interval is settled too: the counters read last, not the
+// ones of the previous settle (the lab: a paused agent stopped right after).
+TEST(Reconcile, FinalSettleTakesTheLastReading) {
+  Reconciler r;
+  const auto k = per_sa("replay", 0x1001);
+  r.counted(k, 2000);
+  r.seen(k, 120);
+  const auto l = r.settle(true);
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0].count, 1880u);
+  EXPECT_TRUE(r.settle(true).empty());  // written once
+  EXPECT_EQ(r.totals()["replay"]["lost"], 1880);
+}
+
+// An overrun writes "at least 1" at once; the shortfall that quantifies the
+// same loss later writes only the rest: the events-lost counts sum to the
+// loss, once.
+TEST(Reconcile, OverrunThenShortfallCountsOnce) {
+  Reconciler r;
+  const auto k = per_sa("replay", 0x1001);
+  r.reported(1);  // the audit socket's ENOBUFS: at least 1
+  r.counted(k, 2000);
+  r.seen(k, 120);
+  EXPECT_TRUE(r.settle().empty());
+  const auto l = r.settle();
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0].shortfall, 1880u);
+  EXPECT_EQ(l[0].already_reported, 1u);
+  EXPECT_EQ(l[0].count, 1879u);
+  EXPECT_EQ(1 + total(l), 1880u);
+  EXPECT_EQ(r.totals()["replay"], (json{{"counted", 2000}, {"seen", 120}, {"lost", 1880}, {"already_reported", 1}}));
+}
+
+// The kernel's `lost` rise (records the kernel dropped, reported as it is)
+// and the shortfall of the same records: nothing new to write; a report is
+// used once, across pairings, and only for shortfalls found after it.
+TEST(Reconcile, KernelLostMatchesShortfallsOnce) {
+  Reconciler r;
+  const auto a = host("XfrmInNoStates");
+  const auto b = per_sa("integrity_failed", 0x1001);
+  r.counted(a, 10);
+  r.seen(a, 6);
+  r.counted(b, 5);
+  r.seen(b, 2);
+  r.reported(5);
+  EXPECT_TRUE(r.settle().empty());
+  const auto l = r.settle();  // shortfalls 3 (b) and 4 (a); 5 reported before
+  ASSERT_EQ(l.size(), 2u);
+  EXPECT_EQ(l[0].shortfall + l[1].shortfall, 7u);
+  EXPECT_EQ(l[0].already_reported + l[1].already_reported, 5u);
+  EXPECT_EQ(total(l), 2u);
+  r.counted(a, 1);
+  r.settle();
+  EXPECT_EQ(total(r.settle()), 1u);  // the report is used up
+  r.reported(3);                     // a report after the shortfalls: nothing to match, kept for later ones
+  EXPECT_TRUE(r.settle(true).empty());
+}
+
+// A report no shortfall matched within three settles was about other audit
+// records (the kernel's `lost` counts every type): it must not hide a later
+// IPsec loss.
+TEST(Reconcile, UnmatchedReportsExpire) {
+  Reconciler r;
+  const auto k = host("XfrmInNoStates");
+  r.reported(4);
+  r.settle();
+  r.settle();
+  r.counted(k, 2);                   // read at the third tick
+  EXPECT_TRUE(r.settle().empty());   // the third settle: the report ages out
+  const auto l = r.settle();         // 2 counted, none seen
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0].count, 2u);
+  EXPECT_EQ(l[0].already_reported, 0u);
+  r.reported(1);
+  r.settle();
+  r.counted(k, 3);
+  r.settle();
+  EXPECT_EQ(total(r.settle()), 2u);  // within its three settles: matched
 }
 
 TEST(Reconcile, ClosedPairingSettlesTwiceThenGoes) {
