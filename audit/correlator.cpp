@@ -68,7 +68,7 @@ Event merge(Event x, Event&& a, Correlation how) {
 
 bool ChangeCorrelator::accepts(const Event& e) { return joins(e.kind) || is_hard_expiry(e); }
 
-std::size_t ChangeCorrelator::KeyHash::operator()(const Key& k) const noexcept {
+std::size_t ChangeCorrelator::KeyHash::operator()(const Key& k) const {
   // Multiply-xorshift over 64-bit words of what tells changes apart.
   std::uint64_t h = static_cast<std::uint64_t>(k.kind) * 0x9E3779B97F4A7C15ULL + k.spi.value_or(0);
   auto mix = [&](std::uint64_t w) {
