@@ -520,7 +520,7 @@ void XfrmTracker::arm_correlator() {
     corr_armed_.reset();
     // A lone audit record is decided only once the XFRM sockets are read past it.
     note_xfrm_read();
-    for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now())) sink_(e);
+    correlator_.take_ready(ChangeCorrelator::Clock::now(), false, [this](Event& e) { sink_(e); });
     arm_correlator();
   });
 }
@@ -609,7 +609,7 @@ void XfrmTracker::maybe_stopped() {
   if (!stopping_ || !replays_flushed_ || !stopped_) return;
   corr_timer_.cancel();
   corr_armed_.reset();
-  for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
+  correlator_.take_ready(ChangeCorrelator::Clock::now(), true, [this](Event& e) { sink_(e); });
   auto done = std::move(stopped_);
   stopped_ = nullptr;
   for (auto& w : watchers_)
@@ -631,7 +631,7 @@ void XfrmTracker::abandon() {
   corr_timer_.cancel();
   counter_timer_.cancel();
   corr_armed_.reset();
-  for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
+  correlator_.take_ready(ChangeCorrelator::Clock::now(), true, [this](Event& e) { sink_(e); });
   stopped_ = nullptr;
 }
 

@@ -224,6 +224,12 @@ void ChangeCorrelator::decide(const std::vector<std::uint64_t>& ids, std::vector
 
 std::vector<Event> ChangeCorrelator::take_ready(Clock::time_point now, bool all) {
   std::vector<Event> out;
+  take_ready(now, all, [&out](Event& e) { out.push_back(std::move(e)); });
+  return out;
+}
+
+void ChangeCorrelator::take_ready(Clock::time_point now, bool all, const Emit& emit) {
+  std::vector<Event> out;  // one group's events at a time
   while (!pending_.empty()) {
     Pending& head = pending_.front();
     if (head.done) {
@@ -249,8 +255,9 @@ std::vector<Event> ChangeCorrelator::take_ready(Clock::time_point now, bool all)
     const std::vector<std::uint64_t> ids = std::move(g->second);
     groups_.erase(g);
     decide(ids, out);
+    for (auto& e : out) emit(e);
+    out.clear();
   }
-  return out;
 }
 
 }  // namespace ipsec

@@ -48,6 +48,7 @@
 #include <compare>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <unordered_map>
 #include <vector>
@@ -92,6 +93,10 @@ class ChangeCorrelator {
   void add(Event e, Clock::time_point now);
   // Decided events, oldest first. `all` decides everything (shutdown).
   std::vector<Event> take_ready(Clock::time_point now, bool all = false);
+  // The same, each decided event handed to `emit` as it is decided (a flush
+  // decides thousands at once: no vector of them all is built).
+  using Emit = std::function<void(Event&)>;
+  void take_ready(Clock::time_point now, bool all, const Emit& emit);
   // When the next decision is due, if anything is pending.
   std::optional<Clock::time_point> next_deadline() const;
   std::size_t pending() const { return pending_.size(); }
