@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/netlink.h>
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -88,6 +89,8 @@ struct XfrmTracker::Watcher {
   SecureBuffer buf{kBufferSize};
   bool ready{false};      // the first dump is in
   bool resyncing{false};  // a resync dump is running: the multicast socket waits
+  // When the multicast socket was last found empty (what was queued before is read).
+  std::optional<std::chrono::steady_clock::time_point> read_empty_at;
   UniqueFd stat_fd;       // its /proc/net/xfrm_stat; invalid when counters are off
   std::optional<XfrmStat> stat_last;
   std::map<SaKey, XfrmStats> sa_stats;  // per-SA stats as last read (baseline: the first dump)
@@ -365,12 +368,18 @@ void XfrmTracker::arm(Watcher& w) {
 bool XfrmTracker::drain(Watcher& w, int batch) {
   std::uint64_t overruns = 0;
   bool policies_changed = false;
+  bool emptied = false;
   for (int i = 0; i < batch; ++i) {
+    const auto before = ChangeCorrelator::Clock::now();
     const auto r = w.mcast->receive(w.buf.span());
     // Per datagram: a batch can take long to work through under load, and the
     // correlator compares this time with the kernel's audit time stamps.
     const auto now = std::chrono::system_clock::now();
-    if (r.status == NetlinkSocket::RecvStatus::again) break;
+    if (r.status == NetlinkSocket::RecvStatus::again) {
+      w.read_empty_at = before;  // everything queued before the call is read
+      emptied = true;
+      break;
+    }
     if (r.status == NetlinkSocket::RecvStatus::overrun) {
       ++overruns;
       continue;
@@ -423,8 +432,33 @@ bool XfrmTracker::drain(Watcher& w, int batch) {
     stats_.overruns += overruns;
     emit_lost(w, overruns);
     resync(w);
+  } else if (emptied && correlator_.awaits_xfrm()) {
+    note_xfrm_read();
   }
   return true;
+}
+
+void XfrmTracker::note_xfrm_read() {
+  // The sockets with nothing queued now are read up to now; one that is
+  // readable (its handler has yet to run) or resyncing keeps its last time.
+  const auto t = ChangeCorrelator::Clock::now();
+  std::vector<pollfd> fds;
+  std::vector<Watcher*> ws;
+  for (const auto& w : watchers_) {
+    if (!w->ready || !w->mcast || w->resyncing) continue;
+    fds.push_back(pollfd{w->mcast->fd(), POLLIN, 0});
+    ws.push_back(w.get());
+  }
+  if (!fds.empty() && ::poll(fds.data(), fds.size(), 0) < 0) return;
+  std::optional<ChangeCorrelator::Clock::time_point> upto = t;
+  for (std::size_t i = 0; i < fds.size(); ++i)
+    if ((fds[i].revents & (POLLIN | POLLERR)) == 0) ws[i]->read_empty_at = t;
+  for (const auto& w : watchers_) {
+    if (!w->ready) continue;
+    if (!w->read_empty_at) return;  // never read empty yet: no progress to tell
+    upto = std::min(*upto, *w->read_empty_at);
+  }
+  if (correlator_.xfrm_read_up_to(*upto)) arm_correlator();
 }
 
 void XfrmTracker::emit_lost(const Watcher& w, std::uint64_t count) {
@@ -484,7 +518,9 @@ void XfrmTracker::arm_correlator() {
   corr_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;  // re-armed or stopping
     corr_armed_.reset();
-    for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now())) sink_(e);
+    // A lone audit record is decided only once the XFRM sockets are read past it.
+    note_xfrm_read();
+    correlator_.take_ready(ChangeCorrelator::Clock::now(), false, [this](Event& e) { sink_(e); });
     arm_correlator();
   });
 }
@@ -577,7 +613,7 @@ void XfrmTracker::maybe_stopped() {
   if (!stopping_ || !replays_flushed_ || !stopped_) return;
   corr_timer_.cancel();
   corr_armed_.reset();
-  for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
+  correlator_.take_ready(ChangeCorrelator::Clock::now(), true, [this](Event& e) { sink_(e); });
   auto done = std::move(stopped_);
   stopped_ = nullptr;
   for (auto& w : watchers_)
@@ -599,7 +635,7 @@ void XfrmTracker::abandon() {
   corr_timer_.cancel();
   counter_timer_.cancel();
   corr_armed_.reset();
-  for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now(), true)) sink_(e);
+  correlator_.take_ready(ChangeCorrelator::Clock::now(), true, [this](Event& e) { sink_(e); });
   stopped_ = nullptr;
 }
 

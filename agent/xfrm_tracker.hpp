@@ -151,6 +151,9 @@ class XfrmTracker {
   void rescan_netns();
   void emit_change(Event e);
   void arm_correlator();
+  // Tells the correlator how far every watched XFRM socket has been read
+  // (each found empty at some time; a poll finds which are empty now).
+  void note_xfrm_read();
   void enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
   void emit_lost(const Watcher& w, std::uint64_t count);
   void maybe_stopped();

@@ -68,7 +68,7 @@ Event merge(Event x, Event&& a, Correlation how) {
 
 bool ChangeCorrelator::accepts(const Event& e) { return joins(e.kind) || is_hard_expiry(e); }
 
-std::size_t ChangeCorrelator::KeyHash::operator()(const Key& k) const noexcept {
+std::size_t ChangeCorrelator::KeyHash::operator()(const Key& k) const {
   // Multiply-xorshift over 64-bit words of what tells changes apart.
   std::uint64_t h = static_cast<std::uint64_t>(k.kind) * 0x9E3779B97F4A7C15ULL + k.spi.value_or(0);
   auto mix = [&](std::uint64_t w) {
@@ -105,16 +105,25 @@ bool ChangeCorrelator::audit_seen(const AuditHeader& h) {
   return was;
 }
 
-bool ChangeCorrelator::awaits_audit(const std::vector<std::uint64_t>& ids) const {
+bool ChangeCorrelator::xfrm_read_up_to(Clock::time_point t) {
+  if (!xfrm_read_ || t > *xfrm_read_) xfrm_read_ = t;
+  const bool was = waiting_xfrm_;
+  waiting_xfrm_ = false;
+  return was;
+}
+
+ChangeCorrelator::Wait ChangeCorrelator::awaits(const std::vector<std::uint64_t>& ids) const {
   std::size_t xfrm = 0, audit = 0;
   std::chrono::system_clock::time_point newest{};
+  Clock::time_point newest_audit{};
   for (auto id : ids) {
-    const Event& e = pending_[static_cast<std::size_t>(id - base_)].event;
-    if (e.source == Source::kernel_audit) {
+    const Pending& p = pending_[static_cast<std::size_t>(id - base_)];
+    if (p.event.source == Source::kernel_audit) {
       ++audit;
+      newest_audit = std::max(newest_audit, p.at);
     } else {
       ++xfrm;
-      newest = std::max(newest, e.time);
+      newest = std::max(newest, p.event.time);
     }
   }
   if (audit > xfrm) {
@@ -124,12 +133,15 @@ bool ChangeCorrelator::awaits_audit(const std::vector<std::uint64_t>& ids) const
       const Event& e = pending_[static_cast<std::size_t>(id - base_)].event;
       if (e.source != Source::kernel_audit || !e.kernel) continue;
       auto it = serials_.find(e.kernel->serial);
-      if (it != serials_.end() && it->second > 1) return true;
+      if (it != serials_.end() && it->second > 1) return Wait::flush;
     }
-    return false;
+    // Its XFRM message, if there is one, was queued before the audit record
+    // came: wait until the XFRM sockets have been read past that.
+    if (xfrm_read_ && *xfrm_read_ < newest_audit) return Wait::xfrm;
+    return Wait::nothing;
   }
-  if (audit == xfrm) return false;
-  return !horizon_ || *horizon_ <= newest + kHorizonSlack;
+  if (audit == xfrm) return Wait::nothing;
+  return !horizon_ || *horizon_ <= newest + kHorizonSlack ? Wait::audit : Wait::nothing;
 }
 
 void ChangeCorrelator::add(Event e, Clock::time_point now) {
@@ -138,6 +150,7 @@ void ChangeCorrelator::add(Event e, Clock::time_point now) {
     ++serials_[e.kernel->serial];
   }
   waiting_ = false;  // anything new may complete the group that waits
+  waiting_xfrm_ = false;
   const std::uint64_t id = base_ + pending_.size();
   groups_[key_of(e)].push_back(id);
   pending_.push_back(Pending{std::move(e), now});
@@ -145,7 +158,7 @@ void ChangeCorrelator::add(Event e, Clock::time_point now) {
 
 std::optional<ChangeCorrelator::Clock::time_point> ChangeCorrelator::next_deadline() const {
   for (const auto& p : pending_)
-    if (!p.done) return p.at + (waiting_ ? late_limit_ : window_);
+    if (!p.done) return p.at + (waiting_ || waiting_xfrm_ ? late_limit_ : window_);
   return std::nullopt;
 }
 
@@ -211,6 +224,12 @@ void ChangeCorrelator::decide(const std::vector<std::uint64_t>& ids, std::vector
 
 std::vector<Event> ChangeCorrelator::take_ready(Clock::time_point now, bool all) {
   std::vector<Event> out;
+  take_ready(now, all, [&out](Event& e) { out.push_back(std::move(e)); });
+  return out;
+}
+
+void ChangeCorrelator::take_ready(Clock::time_point now, bool all, const Emit& emit) {
+  std::vector<Event> out;  // one group's events at a time
   while (!pending_.empty()) {
     Pending& head = pending_.front();
     if (head.done) {
@@ -220,16 +239,25 @@ std::vector<Event> ChangeCorrelator::take_ready(Clock::time_point now, bool all)
     }
     if (!all && now - head.at < window_) break;
     auto g = groups_.find(key_of(head.event));
-    if (!all && audit_expected_ && now - head.at < late_limit_ && awaits_audit(g->second)) {
-      waiting_ = true;  // looked at again when an audit record comes, or at late_limit
-      break;
+    if (!all && now - head.at < late_limit_) {
+      const Wait w = awaits(g->second);
+      if (audit_expected_ && (w == Wait::audit || w == Wait::flush)) {
+        waiting_ = true;  // looked at again when an audit record comes, or at late_limit
+        break;
+      }
+      if (w == Wait::xfrm) {
+        waiting_xfrm_ = true;  // looked at again when the XFRM sockets were read, or at late_limit
+        break;
+      }
     }
     waiting_ = false;
+    waiting_xfrm_ = false;
     const std::vector<std::uint64_t> ids = std::move(g->second);
     groups_.erase(g);
     decide(ids, out);
+    for (auto& e : out) emit(e);
+    out.clear();
   }
-  return out;
 }
 
 }  // namespace ipsec

@@ -15,6 +15,10 @@ runs alongside, writing to a file. Per size and phase: agent and monitor CPU
 seconds (utime+stime from /proc/PID/stat, before/after), CPU per change,
 the ratio to the monitor, sa/policy records written against changes made,
 events-lost, and the time from the end of the batch to the last record.
+Beside it, `ipsec-audit-nlcapture --bus audit --group readlog` (when built
+next to the agent) appends every kernel audit datagram to a file as it comes:
+the time that file last grew is when kauditd delivered the last audit record
+(`last_audit_after_batch_s`), which tells kauditd's delay from the agent's.
 Optionally (E2E_SCALE_DUMP=M) a start-up dump: M SAs and M policies in the
 netns before a fresh agent starts; time to service-started and its CPU.
 
@@ -98,7 +102,7 @@ def file_size(path):
         return 0
 
 
-def measure(S, C, agent, mon, tail, phase, batch, expect, settle_s=1.0, stall_s=60, timeout_s=1200):
+def measure(S, C, agent, mon, tail, phase, batch, expect, settle_s=1.0, stall_s=60, timeout_s=1200, audit=None):
     """Apply one batch; wait until `expect` more change records came and nothing
     more arrives for settle_s, and the monitor's output is quiet; return figures."""
     tail.poll()
@@ -113,12 +117,15 @@ def measure(S, C, agent, mon, tail, phase, batch, expect, settle_s=1.0, stall_s=
     deadline = t_end + timeout_s
     last_activity, seen, msize = t_end, tail.changes, file_size(mon.out)
     mon_last = None  # when the monitor's output last grew
+    asize, audit_last = file_size(audit.out) if audit else 0, None  # the audit capture likewise
     while time.monotonic() < deadline and agent.p.poll() is None:
         time.sleep(0.05)
         tail.poll()
         now, ms = time.monotonic(), file_size(mon.out)
         if ms != msize:
             mon_last = now
+        if audit and file_size(audit.out) != asize:
+            asize, audit_last = file_size(audit.out), now
         if ms != msize or tail.changes != seen:
             last_activity, seen, msize = now, tail.changes, ms
         if now - last_activity >= (settle_s if tail.changes - c0 >= expect else stall_s):
@@ -129,7 +136,8 @@ def measure(S, C, agent, mon, tail, phase, batch, expect, settle_s=1.0, stall_s=
     r = {"phase": phase, "changes": expect, "records": written, "events_lost": tail.lost - l0,
          "batch_s": round(t_end - t0, 3), "agent_cpu_s": round(a1 - a0, 3), "monitor_cpu_s": round(m1 - m0, 3),
          "last_record_after_batch_s": round(last, 3) if last is not None else None,
-         "monitor_last_output_after_batch_s": round(mon_last - t_end, 3) if mon_last else None}
+         "monitor_last_output_after_batch_s": round(mon_last - t_end, 3) if mon_last else None,
+         "last_audit_after_batch_s": round(audit_last - t_end, 3) if audit_last else None}
     r["agent_cpu_per_change_us"] = round(1e6 * r["agent_cpu_s"] / expect, 1)
     r["ratio_to_monitor"] = round(r["agent_cpu_s"] / r["monitor_cpu_s"], 1) if r["monitor_cpu_s"] > 0 else None
     S.log("scale %s: %s" % (phase, json.dumps(r)))
@@ -161,6 +169,19 @@ class Monitor:
         self.p.terminate()
         self.p.wait(10)
         self.f.close()
+
+
+class AuditCapture:
+    """Every kernel audit datagram appended to a file as it comes (nlcapture, C)."""
+
+    def __init__(self, tool, out):
+        self.out = out
+        self.p = subprocess.Popen([tool, "--bus", "audit", "--group", "readlog", "--out", out],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait(10)
 
 
 def audit_backlog_limit():
@@ -215,17 +236,21 @@ def run_scale(args, C, S, st):
         agent.stop()
         return
     mon = Monitor("/tmp/lab/monitor.txt")
+    tool = os.path.join(os.path.dirname(args.agent), "ipsec-audit-nlcapture")
+    audit = AuditCapture(tool, "/tmp/lab/audit-capture.bin") if os.access(tool, os.X_OK) else None
+    S.log("audit capture: %s" % (tool if audit else "none (%s not built)" % tool))
     tail = Tail(agent.events)
     results = {"sizes": [], "audit_backlog_limit": backlog, "kernel": os.uname().release,
                "cpus": os.cpu_count()}
     try:
         for n in sizes:
             batch = up_batch(n)
-            up = measure(S, C, agent, mon, tail, "up %d" % n, batch, 4 * n)
+            up = measure(S, C, agent, mon, tail, "up %d" % n, batch, 4 * n, audit=audit)
             sas, pols = sad_spd_counts()
             C.check(sas == 2 * n and pols == 2 * n, "lab: %d tunnels up: %d SAs, %d policies in the netns" % (n, 2 * n, 2 * n),
                     "SAD %d SPD %d" % (sas, pols))
-            down = measure(S, C, agent, mon, tail, "flush %d" % n, "xfrm state flush\nxfrm policy flush\n", 4 * n)
+            down = measure(S, C, agent, mon, tail, "flush %d" % n, "xfrm state flush\nxfrm policy flush\n", 4 * n,
+                           audit=audit)
             sas, pols = sad_spd_counts()
             C.check(sas == 0 and pols == 0, "lab: %d tunnels flushed" % n, "SAD %d SPD %d" % (sas, pols))
             tot = {k: round(up[k] + down[k], 3) for k in ("changes", "records", "events_lost", "agent_cpu_s", "monitor_cpu_s")}
@@ -237,6 +262,8 @@ def run_scale(args, C, S, st):
                 break
     finally:
         mon.stop()
+        if audit:
+            audit.stop()
     agent.stop()
     C.check(agent.exit_code == 0, "agent exited 0 on SIGTERM", "exit: %r" % agent.exit_code)
     if dump:
@@ -272,14 +299,16 @@ def startup_dump(S, C, args, m):
 
 
 def report(S, C, res):
-    rows = ["tunnels phase  changes records lost  batch_s agent_cpu_s mon_cpu_s us/change ratio last_rec_s mon_last_s"]
+    rows = ["tunnels phase  changes records lost  batch_s agent_cpu_s mon_cpu_s us/change ratio last_rec_s mon_last_s "
+            "last_audit_s"]
     for s in res["sizes"]:
         for ph in ("up", "flush", "total"):
             r = s[ph]
-            rows.append("%7d %-6s %7d %7d %4d %8s %11.2f %9.2f %9.1f %5s %10s %10s" % (
+            rows.append("%7d %-6s %7d %7d %4d %8s %11.2f %9.2f %9.1f %5s %10s %10s %12s" % (
                 s["tunnels"], ph, r["changes"], r["records"], r["events_lost"], r.get("batch_s", ""),
                 r["agent_cpu_s"], r["monitor_cpu_s"], r["agent_cpu_per_change_us"], r["ratio_to_monitor"],
-                r.get("last_record_after_batch_s", ""), r.get("monitor_last_output_after_batch_s", "")))
+                r.get("last_record_after_batch_s", ""), r.get("monitor_last_output_after_batch_s", ""),
+                r.get("last_audit_after_batch_s", "")))
     if "startup_dump" in res:
         d = res["startup_dump"]
         rows.append("start-up dump %d SAs + %d policies: service-started after %.2f s, agent CPU %s s" % (

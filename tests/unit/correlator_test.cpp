@@ -336,3 +336,53 @@ TEST(Correlator, FlushAuditRecordsWaitForTheFlushMessage) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(*out[static_cast<std::size_t>(i)].correlation, Correlation::matched);
   EXPECT_EQ(*out[3].correlation, Correlation::unmatched);
 }
+
+// In a saturated bring-up the agent can read a change's audit record more
+// than the window before the XFRM message that was queued ahead of it (the
+// 1,000-tunnel lab batch wrote 31 changes twice, `none` plus `unmatched`).
+// A lone audit record waits until every XFRM socket was read past its arrival.
+TEST(Correlator, LoneAuditRecordWaitsForTheXfrmSocketsToBeReadPastIt) {
+  ChangeCorrelator c(250ms);
+  c.set_audit_expected(true);
+  const auto t0 = Clock::time_point{} + 1s;
+  EXPECT_FALSE(c.xfrm_read_up_to(t0 - 1ms));  // read empty before the audit record came
+  c.add(stamped(change(EventKind::sa_added, Source::kernel_audit, "10.0.0.1", "10.0.0.2", 1), 1'000'000), t0);
+  EXPECT_TRUE(c.take_ready(t0 + 300ms).empty());  // the XFRM side lags: its message may be queued
+  EXPECT_TRUE(c.awaits_xfrm());
+  EXPECT_EQ(c.next_deadline(), t0 + 5000ms);
+  c.add(stamped(change(EventKind::sa_added, Source::xfrm, "10.0.0.1", "10.0.0.2", 1), 999'990), t0 + 900ms);
+  auto out = c.take_ready(t0 + 900ms);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(*out[0].correlation, Correlation::matched);
+  EXPECT_EQ(c.pending(), 0u);
+}
+
+// A change in an unwatched netns is audit-only: once the XFRM sockets were
+// read empty after it came, it is written alone, without waiting longer.
+TEST(Correlator, AuditOnlyChangeIsReleasedOnceTheXfrmSocketsAreReadPastIt) {
+  ChangeCorrelator c(250ms);
+  c.set_audit_expected(true);
+  const auto t0 = Clock::time_point{} + 1s;
+  c.xfrm_read_up_to(t0 - 1ms);
+  c.add(stamped(change(EventKind::policy_deleted, Source::kernel_audit, "10.0.0.1", "10.0.0.2"), 1'000'000), t0);
+  EXPECT_FALSE(c.xfrm_read_up_to(t0 + 100ms));  // read past it inside the window
+  auto out = c.take_ready(t0 + 250ms);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(*out[0].correlation, Correlation::unmatched);
+
+  c.add(stamped(change(EventKind::policy_added, Source::kernel_audit, "10.0.0.1", "10.0.0.2"), 1'001'000),
+        t0 + 1s);
+  EXPECT_TRUE(c.take_ready(t0 + 1300ms).empty());  // not read past it yet
+  EXPECT_TRUE(c.xfrm_read_up_to(t0 + 1400ms));      // now: look again
+  out = c.take_ready(t0 + 1400ms);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(*out[0].correlation, Correlation::unmatched);
+
+  // XFRM sockets never read empty (a flood, or records lost): the limit ends it.
+  c.add(stamped(change(EventKind::policy_added, Source::kernel_audit, "10.0.0.3", "10.0.0.2"), 1'002'000),
+        t0 + 2s);
+  EXPECT_TRUE(c.take_ready(t0 + 6999ms).empty());
+  out = c.take_ready(t0 + 7000ms);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(*out[0].correlation, Correlation::unmatched);
+}
