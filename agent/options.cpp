@@ -45,9 +45,9 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
                           how often to read the kernel audit status (enabled,
                           failure mode, backlog limit) and its 'lost' counter
                           (default 5). 0: never (and CAP_AUDIT_CONTROL is dropped)
-  --batch-delay-ms MS     after the first kernel audit record, wait MS (0..1000,
-                          default 20), then read all that is queued and write it
-                          with one write per output. 0: no wait
+  --batch-delay-ms MS     while records flow, read the sockets and write the
+                          outputs once per MS (0..1000, default 50): a record
+                          waits at most MS. 0: read and write each at once
   --help                  this text
   --version               the version
 

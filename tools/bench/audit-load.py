@@ -267,8 +267,8 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="IPsec audit records per second (SPD add/del)")
     ap.add_argument("--noise", type=int, default=0, help="non-IPsec AUDIT_TRUSTED_APP records per second")
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--batch-delay-ms", type=int, default=20,
-                    help="the agent's moderation delay; -1: pass no option (an agent older than batching)")
+    ap.add_argument("--batch-delay-ms", type=int, default=-1,
+                    help="the agent's batch.delay_ms; -1 (default): pass no option (the agent's default)")
     ap.add_argument("--strace", metavar="FILE", help="also write strace -c -f of the agent to FILE")
     ap.add_argument("--smoke", action="store_true", help="short run: checks the harness works, asserts no figure")
     a = ap.parse_args()
