@@ -570,6 +570,19 @@ void Daemon::write_stopped(int signo) {
   io_.stop();
 }
 
+void Daemon::run_loop() {
+  // While the ticker ticks, the wait for its next tick is the timeout of the
+  // loop's own epoll_wait (run_one_until): no timer is set per tick.
+  while (!io_.stopped()) {
+    if (ticker_->ticking()) {
+      if (ticker_->run_if_due(BatchTicker::Clock::now())) continue;
+      io_.run_one_until(ticker_->next());
+    } else if (io_.run_one() == 0) {
+      break;  // no work left (cannot happen while the signals are waited for)
+    }
+  }
+}
+
 int Daemon::run() {
   // A reader gone from a pipe or socket output is a failed write, not a death.
   std::signal(SIGPIPE, SIG_IGN);
@@ -593,16 +606,14 @@ int Daemon::run() {
 
   // Batched work under a stream (issue 17): one tick per batch.delay_ms while
   // records flow; 0 reads and writes each record at once.
-  ticker_ = std::make_unique<BatchTicker>(io_, std::chrono::milliseconds(opts_.batch_delay_ms));
-  if (auto r = ticker_->start([this] {
-        bool busy = false;
-        if (audit_) busy = audit_->tick() || busy;
-        if (xfrm_) busy = xfrm_->tick() || busy;
-        pipeline_->flush();
-        return busy;
-      });
-      !r)
-    log(LogLevel::warning, "batching is off (records are read and written one by one): " + r.error().message);
+  ticker_ = std::make_unique<BatchTicker>(std::chrono::milliseconds(opts_.batch_delay_ms));
+  ticker_->set_tick([this] {
+    bool busy = false;
+    if (audit_) busy = audit_->tick() || busy;
+    if (xfrm_) busy = xfrm_->tick() || busy;
+    pipeline_->flush();
+    return busy;
+  });
 
   XfrmTracker::Config xcfg;
   xcfg.netns = opts_.netns;
@@ -736,7 +747,7 @@ int Daemon::run() {
     if (ticker_ && ticker_->in_tick()) return;
     boost::asio::post(io_, std::move(f));
   });
-  io_.run();
+  run_loop();
   // Stopped (signal or critical failure): nothing held may stay unwritten.
   pipeline_->set_flush_scheduler({});
   pipeline_->flush();

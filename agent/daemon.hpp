@@ -58,6 +58,8 @@ class Daemon {
   std::string snapshot_path() const;
   void write_snapshot();
   void report_changes_while_stopped();
+  // io_context::run, with the BatchTicker's ticks in between.
+  void run_loop();
 
   Options opts_;
   PolicyStore policy_store_;

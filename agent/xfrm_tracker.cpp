@@ -27,12 +27,12 @@ constexpr int kBatch = 256;
 // At stop: what was queued, bounded (a socket that never runs dry must not
 // hold up the end).
 constexpr int kStopBatch = 64 * kBatch;
-// recvmmsg slots, one tracker-wide buffer (single-threaded: every netns's
+// recvmmsg slots (64 x 16 KiB, touched only as far as datagrams fill them), one tracker-wide buffer (single-threaded: every netns's
 // socket is read into it in turn, and it is wiped after each datagram). An
 // XFRM notification is one message of a few KiB at most (an SA with keys,
 // ESN bitmap and security context, a policy with six templates).
-constexpr std::size_t kSlot = 32 * 1024;
-constexpr std::size_t kSlots = 8;
+constexpr std::size_t kSlot = 16 * 1024;
+constexpr std::size_t kSlots = 64;
 
 // The counters that become 4963 aggregates, and why the kernel counts each.
 struct CleartextCounter {
