@@ -620,6 +620,7 @@ int Daemon::run() {
   xcfg.aevents = opts_.xfrm_aevents;
   xcfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
   xcfg.counters_interval = std::chrono::seconds(opts_.counters_interval_s);
+  xcfg.correlation_window = std::chrono::milliseconds(opts_.correlation_window_ms);
   xfrm_ = std::make_unique<XfrmTracker>(
       io_, xcfg, [this](const Event& e) { pipeline_->submit(e); }, [this](const std::string& why) { critical(why); });
   xfrm_->set_ticker(ticker_.get());

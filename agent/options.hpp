@@ -57,6 +57,10 @@ struct Options {
   // one write per output). A record waits at most one period. 0: read and
   // write each record at once.
   int batch_delay_ms{50};
+  // How long the two halves of a SAD/SPD change (XFRM message, kernel audit
+  // record) wait for each other (--correlation-window-ms; benchmarks use 0 to
+  // time the path of records that need no partner).
+  int correlation_window_ms{250};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in

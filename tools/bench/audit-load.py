@@ -143,7 +143,8 @@ def run(a):
         agent = subprocess.Popen(
             [a.agent, "--foreground", "--output", f"jsonl:{out}", "--state-dir", os.path.join(tmp, "state"),
              "--control-socket", os.path.join(tmp, "control.sock"),
-             *(["--batch-delay-ms", str(a.batch_delay_ms)] if a.batch_delay_ms >= 0 else [])],
+             *(["--batch-delay-ms", str(a.batch_delay_ms)] if a.batch_delay_ms >= 0 else []),
+             *(["--correlation-window-ms", str(a.correlation_window_ms)] if a.correlation_window_ms >= 0 else [])],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "stderr.log"), "w"))
         try:
             deadline = time.time() + 15
@@ -256,6 +257,7 @@ def run(a):
             "events_lost_records": sum(1 for r in records if r["event"] == "events-lost"),
             "kernel_audit_stats": stopped[0].get("kernel_audit_stats") if stopped else None,
             "batch_delay_ms": a.batch_delay_ms,
+            "correlation_window_ms": a.correlation_window_ms,
         }
     shutil.rmtree(tmp, ignore_errors=True)
     return result
@@ -269,6 +271,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--batch-delay-ms", type=int, default=-1,
                     help="the agent's batch.delay_ms; -1 (default): pass no option (the agent's default)")
+    ap.add_argument("--correlation-window-ms", type=int, default=-1,
+                    help="the agent's correlation window; 0 writes SPD records without waiting for a partner, "
+                         "as packet records are (this host's kernel cannot make packet records: no ESP); "
+                         "-1 (default): pass no option (250 ms)")
     ap.add_argument("--strace", metavar="FILE", help="also write strace -c -f of the agent to FILE")
     ap.add_argument("--smoke", action="store_true", help="short run: checks the harness works, asserts no figure")
     a = ap.parse_args()
