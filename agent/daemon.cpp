@@ -582,6 +582,19 @@ void Daemon::write_stopped(int signo) {
   io_.stop();
 }
 
+void Daemon::run_loop() {
+  // While the ticker ticks, the wait for its next tick is the timeout of the
+  // loop's own epoll_wait (run_one_until): no timer is set per tick.
+  while (!io_.stopped()) {
+    if (ticker_->ticking()) {
+      if (ticker_->run_if_due(BatchTicker::Clock::now())) continue;
+      io_.run_one_until(ticker_->next());
+    } else if (io_.run_one() == 0) {
+      break;  // no work left (cannot happen while the signals are waited for)
+    }
+  }
+}
+
 int Daemon::run() {
   // A reader gone from a pipe or socket output is a failed write, not a death.
   std::signal(SIGPIPE, SIG_IGN);
@@ -603,13 +616,26 @@ int Daemon::run() {
   // Before any source runs: no record is judged by a policy not yet read.
   load_policy(true);
 
+  // Batched work under a stream (issue 17): one tick per batch.delay_ms while
+  // records flow; 0 reads and writes each record at once.
+  ticker_ = std::make_unique<BatchTicker>(std::chrono::milliseconds(opts_.batch_delay_ms));
+  ticker_->set_tick([this] {
+    bool busy = false;
+    if (audit_) busy = audit_->tick() || busy;
+    if (xfrm_) busy = xfrm_->tick() || busy;
+    pipeline_->flush();
+    return busy;
+  });
+
   XfrmTracker::Config xcfg;
   xcfg.netns = opts_.netns;
   xcfg.aevents = opts_.xfrm_aevents;
   xcfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
   xcfg.counters_interval = std::chrono::seconds(opts_.counters_interval_s);
+  xcfg.correlation_window = std::chrono::milliseconds(opts_.correlation_window_ms);
   xfrm_ = std::make_unique<XfrmTracker>(
       io_, xcfg, [this](const Event& e) { pipeline_->submit(e); }, [this](const std::string& why) { critical(why); });
+  xfrm_->set_ticker(ticker_.get());
   if (auto r = xfrm_->start(); !r) {
     log(LogLevel::error, "XFRM tracking: " + r.error().message);
     agent_event(EventKind::critical_failure, "critical failure at start: XFRM tracking: " + r.error().message);
@@ -642,10 +668,9 @@ int Daemon::run() {
   acfg.enable_kernel_audit = opts_.enable_kernel_audit;
   acfg.status_interval = std::chrono::seconds(opts_.audit_status_interval_s);
   acfg.receive_buffer_bytes = opts_.receive_buffer_bytes;
-  acfg.batch_delay = std::chrono::milliseconds(opts_.batch_delay_ms);
   audit_ = std::make_unique<KernelAuditSource>(
       io_, acfg, [this](Event&& e) { xfrm_->on_audit_event(std::move(e)); },
-      [this](const std::string& why) { critical(why); });
+      [this](const std::string& why) { critical(why); }, ticker_.get());
   if (auto r = audit_->start(); !r) {
     log(LogLevel::error, r.error().message);
     netfilter_->stop();
@@ -734,9 +759,13 @@ int Daemon::run() {
   sd_notify(0, "READY=1");
   log(LogLevel::info, "running");
   // From here records are batched: each handler's records go out with one
-  // write per line output, flushed right after it (one post per batch).
-  pipeline_->set_flush_scheduler([this](std::function<void()> f) { boost::asio::post(io_, std::move(f)); });
-  io_.run();
+  // write per line output, flushed right after it (one post per batch); a
+  // tick's records are flushed at the tick's end, with no post.
+  pipeline_->set_flush_scheduler([this](std::function<void()> f) {
+    if (ticker_ && ticker_->in_tick()) return;
+    boost::asio::post(io_, std::move(f));
+  });
+  run_loop();
   // Stopped (signal or critical failure): nothing held may stay unwritten.
   pipeline_->set_flush_scheduler({});
   pipeline_->flush();

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "agent/control_server.hpp"
+#include "agent/batch_ticker.hpp"
 #include "agent/kernel_audit_source.hpp"
 #include "agent/netfilter_source.hpp"
 #include "agent/options.hpp"
@@ -57,11 +58,15 @@ class Daemon {
   std::string snapshot_path() const;
   void write_snapshot();
   void report_changes_while_stopped();
+  // io_context::run, with the BatchTicker's ticks in between.
+  void run_loop();
 
   Options opts_;
   PolicyStore policy_store_;
   Loader loader_;
-  boost::asio::io_context io_;
+  // One thread: a post from a handler goes to the thread's own queue, with no
+  // epoll_ctl on the reactor's interrupter (one per flush, issue 17).
+  boost::asio::io_context io_{1};
   boost::asio::signal_set signals_;
   boost::asio::steady_timer output_timer_;
   boost::asio::steady_timer watchdog_timer_;
@@ -71,6 +76,7 @@ class Daemon {
   bool metrics_failing_{false};  // a failed metrics write is logged once per episode
   std::string capabilities_;  // what was kept, for service-started
   std::unique_ptr<Pipeline> pipeline_;
+  std::unique_ptr<BatchTicker> ticker_;  // batch.delay_ms: sources, correlator and outputs per tick
   std::unique_ptr<XfrmTracker> xfrm_;
   std::unique_ptr<KernelAuditSource> audit_;
   std::unique_ptr<ControlServer> control_;

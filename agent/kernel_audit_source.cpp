@@ -83,13 +83,14 @@ Event make_kernel_audit_changed(const std::optional<AuditStatus>& before, const 
   return e;
 }
 
-KernelAuditSource::KernelAuditSource(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal)
+KernelAuditSource::KernelAuditSource(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal,
+                                     BatchTicker* ticker)
     : io_(io),
       cfg_(cfg),
       sink_(std::move(sink)),
       fatal_(std::move(fatal)),
       timer_(io),
-      delay_timer_(io),
+      ticker_(ticker),
       buf_(kSlot * kSlots),
       got_(kSlots) {}
 
@@ -98,6 +99,7 @@ KernelAuditSource::~KernelAuditSource() {
     boost::system::error_code ec;
     desc_->close(ec);
   }
+  if (parked_ >= 0) ::close(parked_);
 }
 
 Result<Unit> KernelAuditSource::start() {
@@ -191,7 +193,6 @@ bool KernelAuditSource::set_status_interval(std::chrono::seconds s) {
 void KernelAuditSource::stop() {
   stopped_ = true;
   timer_.cancel();
-  delay_timer_.cancel();
   if (requester_) requester_->close();
   if (desc_) {
     boost::system::error_code ec;
@@ -244,18 +245,44 @@ Result<Unit> KernelAuditSource::set_enabled(bool on) {
 
 void KernelAuditSource::arm_read() {
   desc_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
-    if (ec) return;  // cancelled at stop
-    if (cfg_.batch_delay.count() <= 0) {
+    if (ec || stopped_) return;  // cancelled at stop
+    if (!ticker_ || !ticker_->enabled()) {
       read_ready();
       return;
     }
-    // Wake-up moderation: the first record waits the delay for the ones
-    // behind it, then all are read with a few recvmmsg and written together.
-    delay_timer_.expires_after(cfg_.batch_delay);
-    delay_timer_.async_wait([this](const boost::system::error_code& tec) {
-      if (!tec) read_ready();  // cancelled at stop: stop() reads what is queued
-    });
+    // Batched: out of epoll (records arriving until the tick wake nobody),
+    // read at each tick until one finds the socket empty.
+    park();
+    ticker_->wake();
   });
+}
+
+void KernelAuditSource::park() {
+  parked_ = desc_->release();  // EPOLL_CTL_DEL; the descriptor stays open
+  desc_.reset();
+}
+
+void KernelAuditSource::unpark() {
+  desc_.emplace(io_, parked_);  // EPOLL_CTL_ADD: reports at once what is queued by now
+  parked_ = -1;
+  arm_read();
+}
+
+bool KernelAuditSource::tick() {
+  if (stopped_ || parked_ < 0) return false;
+  const bool more = drain(kBatch);
+  if (stopped_) return false;  // a fatal socket error
+  if (last_read_ == 0) {
+    unpark();
+    return false;
+  }
+  if (more) {
+    // A full batch: the rest now, after the other sources had their turn.
+    boost::asio::post(io_, [this] {
+      if (!stopped_ && parked_ >= 0) (void)tick();
+    });
+  }
+  return true;
 }
 
 void KernelAuditSource::read_ready() {
@@ -273,6 +300,7 @@ bool KernelAuditSource::drain(int batch) {
   std::uint64_t overruns = 0;
   bool more = false;
   int done = 0;
+  last_read_ = 0;
   while (done < batch) {
     const std::size_t want = std::min<std::size_t>(kSlots, static_cast<std::size_t>(batch - done));
     const std::size_t n = mcast_->receive_many(buf_, kSlot, std::span(got_.data(), want));
@@ -302,6 +330,7 @@ bool KernelAuditSource::drain(int batch) {
     if (n < want) break;  // the queue is empty: no EAGAIN call needed
     if (done >= batch) more = true;
   }
+  last_read_ = static_cast<std::size_t>(done);
   if (overruns > 0) {
     stats_.overruns += overruns;
     emit_lost(overruns, true, "netlink_overrun",

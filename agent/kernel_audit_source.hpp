@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/batch_ticker.hpp"
 #include "agent/netlink_requester.hpp"
 #include "audit/event.hpp"
 #include "xfrm/kernel_audit.hpp"
@@ -67,12 +68,13 @@ class KernelAuditSource {
     bool enable_kernel_audit{false};
     std::chrono::seconds status_interval{5};  // 0: no polling, no AUDIT_GET (unless enabling)
     int receive_buffer_bytes{8 << 20};
-    // Wake-up moderation: after the socket becomes readable, wait this long,
-    // then read everything queued (recvmmsg). 0: read at once.
-    std::chrono::milliseconds batch_delay{20};
   };
 
-  KernelAuditSource(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal);
+  // `ticker` (may be null, or disabled: read at once when readable): when the
+  // socket becomes readable it leaves epoll and is read at each tick with
+  // recvmmsg until a tick finds it empty, then waits in epoll again.
+  KernelAuditSource(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal,
+                    BatchTicker* ticker = nullptr);
   ~KernelAuditSource();
 
   // Opens the sockets, reads the status, enables audit if configured.
@@ -91,19 +93,26 @@ class KernelAuditSource {
 
   const std::optional<AuditStatus>& status() const { return status_; }
   // Joined to the kernel audit multicast group (and not stopped).
-  bool subscribed() const { return desc_.has_value() && desc_->is_open(); }
+  bool subscribed() const { return (desc_.has_value() && desc_->is_open()) || parked_ >= 0; }
   // SIGHUP: a new poll interval, applied now. Polling cannot be turned on or
   // off live (CAP_AUDIT_CONTROL was kept or dropped at start): false then.
   bool set_status_interval(std::chrono::seconds s);
   int receive_buffer() const { return rcvbuf_; }
   const KernelAuditStats& stats() const { return stats_; }
+  // At each tick of the ticker: reads what is queued. True while the socket
+  // is busy (out of epoll, read at the next tick).
+  bool tick();
 
  private:
   void arm_read();
   // The socket is readable (and the moderation delay over): drain it.
   void read_ready();
   // Reads up to `batch` datagrams; false when nothing more is queued.
+  // last_read_: how many it read.
   bool drain(int batch);
+  // Out of epoll (busy, read at ticks) / back into it.
+  void park();
+  void unpark();
   void handle_datagram(std::span<const std::uint8_t> datagram, std::chrono::system_clock::time_point now);
   void poll_status();
   void arm_poll();
@@ -123,7 +132,9 @@ class KernelAuditSource {
   std::shared_ptr<NetlinkRequester> requester_;  // the periodic AUDIT_GET, asynchronous
   std::optional<boost::asio::posix::stream_descriptor> desc_;
   boost::asio::steady_timer timer_;
-  boost::asio::steady_timer delay_timer_;  // the wake-up moderation delay
+  BatchTicker* ticker_;
+  int parked_{-1};  // the descriptor of desc_ while it is out of epoll
+  std::size_t last_read_{0};
   std::vector<std::uint8_t> buf_;          // kSlots datagram slots for recvmmsg
   std::vector<NetlinkSocket::Received> got_;
   bool stopped_{false};

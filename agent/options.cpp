@@ -45,9 +45,13 @@ Turns the kernel's IPsec (XFRM/ESP) audit stream into JSON audit records.
                           how often to read the kernel audit status (enabled,
                           failure mode, backlog limit) and its 'lost' counter
                           (default 5). 0: never (and CAP_AUDIT_CONTROL is dropped)
-  --batch-delay-ms MS     after the first kernel audit record, wait MS (0..1000,
-                          default 20), then read all that is queued and write it
-                          with one write per output. 0: no wait
+  --batch-delay-ms MS     while records flow, read the sockets and write the
+                          outputs once per MS (0..1000, default 50): a record
+                          waits at most MS. 0: read and write each at once
+  --correlation-window-ms MS
+                          how long the XFRM message and the kernel audit record
+                          of one SAD/SPD change wait for each other (0..5000,
+                          default 250)
   --help                  this text
   --version               the version
 
@@ -181,6 +185,10 @@ Result<Options> parse_command_line(int argc, char** argv, Options base) {
       auto v = take(a);
       if (!v) return v.error();
       if (!parse_int(*v, 0, 1000, &o.batch_delay_ms)) return bad("--batch-delay-ms must be 0..1000");
+    } else if (a == "--correlation-window-ms") {
+      auto v = take(a);
+      if (!v) return v.error();
+      if (!parse_int(*v, 0, 5000, &o.correlation_window_ms)) return bad("--correlation-window-ms must be 0..5000");
     } else if (a == "--audit-status-interval") {
       auto v = take(a);
       if (!v) return v.error();

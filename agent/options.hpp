@@ -51,10 +51,16 @@ struct Options {
   bool nflog_enable{true};
   int nflog_group{4963};
   int fragment_interval_s{10};
-  // Wake-up moderation of the kernel audit socket (config batch.delay_ms):
-  // after the first record, wait this long, then read everything queued and
-  // write it with one write per output. 0: read and write at once.
-  int batch_delay_ms{20};
+  // Batching (config batch.delay_ms, issue 17): while records flow, the
+  // sockets are read, the correlator's due records released and the outputs
+  // written once per this period (one wake-up, one recvmmsg per busy socket,
+  // one write per output). A record waits at most one period. 0: read and
+  // write each record at once.
+  int batch_delay_ms{50};
+  // How long the two halves of a SAD/SPD change (XFRM message, kernel audit
+  // record) wait for each other (--correlation-window-ms; benchmarks use 0 to
+  // time the path of records that need no partner).
+  int correlation_window_ms{250};
 };
 
 // Outputs to use: the configured ones, or jsonl:kDefaultJsonl (+ stdout in

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <algorithm>
+#include <array>
 #include <cerrno>
 
 #include "agent/log.hpp"
@@ -26,7 +28,12 @@ constexpr int kBatch = 256;
 // At stop: what was queued, bounded (a socket that never runs dry must not
 // hold up the end).
 constexpr int kStopBatch = 64 * kBatch;
-constexpr std::size_t kBufferSize = 64 * 1024;
+// recvmmsg slots (64 x 16 KiB, touched only as far as datagrams fill them), one tracker-wide buffer (single-threaded: every netns's
+// socket is read into it in turn, and it is wiped after each datagram). An
+// XFRM notification is one message of a few KiB at most (an SA with keys,
+// ESN bitmap and security context, a policy with six templates).
+constexpr std::size_t kSlot = 16 * 1024;
+constexpr std::size_t kSlots = 64;
 
 // The counters that become 4963 aggregates, and why the kernel counts each.
 struct CleartextCounter {
@@ -86,7 +93,7 @@ struct XfrmTracker::Watcher {
   std::optional<boost::asio::posix::stream_descriptor> desc;
   std::shared_ptr<NetlinkRequester> requester;
   XfrmTable table;
-  SecureBuffer buf{kBufferSize};
+  int parked{-1};  // the descriptor of desc while it is out of epoll (batched, busy)
   bool ready{false};      // the first dump is in
   bool resyncing{false};  // a resync dump is running: the multicast socket waits
   // When the multicast socket was last found empty (what was queued before is read).
@@ -99,6 +106,7 @@ struct XfrmTracker::Watcher {
   bool stat_warned{false};
   explicit Watcher(NetnsFound n) : ns(std::move(n)), label(ns.label), table(ns.label) {}
   ~Watcher() {
+    if (parked >= 0) ::close(parked);
     if (requester) requester->close();
     if (desc) {
       boost::system::error_code ec;
@@ -123,6 +131,7 @@ XfrmTracker::XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink
       netns_(io, cfg_.netns, cfg_.netns_rescan, [this] { rescan_netns(); }),
       correlator_(cfg_.correlation_window),
       corr_timer_(io),
+      rbuf_(kSlot * kSlots),
       replays_(
           io, cfg_.replay_coalesce, [this](const Event& e) { sink_(e); },
           [this](const void* owner, const XfrmSa& fresh, std::vector<Event>& events) {
@@ -351,11 +360,22 @@ void XfrmTracker::drop(Watcher* w, const std::string& why) {
 }
 
 void XfrmTracker::arm(Watcher& w) {
+  if (w.parked >= 0) {
+    w.desc.emplace(io_, w.parked);  // EPOLL_CTL_ADD: reports at once what is queued by now
+    w.parked = -1;
+  }
   // A completion can already be queued when a rescan drops the watcher, so
   // handlers look it up again rather than trust the pointer.
   w.desc->async_wait(boost::asio::posix::stream_descriptor::wait_read,
                      [this, wp = &w](const boost::system::error_code& ec) {
                        if (ec || stopping_ || !alive(wp)) return;
+                       if (ticker_ && ticker_->enabled()) {
+                         // Batched: out of epoll until a tick finds it empty.
+                         wp->parked = wp->desc->release();
+                         wp->desc.reset();
+                         ticker_->wake();
+                         return;
+                       }
                        if (!drain(*wp, kBatch)) return;
                        if (wp->resyncing) return;  // re-armed when the resync is in
                        // A full batch: let the other sources in, then go on.
@@ -369,63 +389,80 @@ bool XfrmTracker::drain(Watcher& w, int batch) {
   std::uint64_t overruns = 0;
   bool policies_changed = false;
   bool emptied = false;
-  for (int i = 0; i < batch; ++i) {
+  last_read_ = 0;
+  std::array<NetlinkSocket::Received, kSlots> got;
+  for (int i = 0; i < batch;) {
+    const std::size_t want = std::min<std::size_t>(kSlots, static_cast<std::size_t>(batch - i));
     const auto before = ChangeCorrelator::Clock::now();
-    const auto r = w.mcast->receive(w.buf.span());
-    // Per datagram: a batch can take long to work through under load, and the
-    // correlator compares this time with the kernel's audit time stamps.
-    const auto now = std::chrono::system_clock::now();
-    if (r.status == NetlinkSocket::RecvStatus::again) {
-      w.read_empty_at = before;  // everything queued before the call is read
+    const std::size_t n = w.mcast->receive_many(rbuf_.span(), kSlot, std::span(got.data(), want));
+    if (n == 0) {
+      const auto& r = got[0];
+      if (r.status == NetlinkSocket::RecvStatus::overrun) {
+        ++overruns;
+        ++i;
+        ++last_read_;
+        continue;
+      }
+      if (r.status == NetlinkSocket::RecvStatus::error) {
+        const std::string why = "XFRM socket of netns " + w.label + " failed: " + strerror(r.err);
+        // The agent's own namespace is a source it cannot do without; another
+        // one is dropped (the next scan may pick it up again).
+        if (w.ns.spec.empty()) {
+          fatal_(why);
+        } else {
+          drop(&w, why + "; no longer watched");
+        }
+        return false;
+      }
+      w.read_empty_at = before;  // again: everything queued before the call is read
       emptied = true;
       break;
     }
-    if (r.status == NetlinkSocket::RecvStatus::overrun) {
-      ++overruns;
-      continue;
-    }
-    if (r.status == NetlinkSocket::RecvStatus::rejected || r.status == NetlinkSocket::RecvStatus::truncated) {
-      ++stats_.parse_errors;
-      w.buf.wipe(w.buf.size());
-      continue;
-    }
-    if (r.status == NetlinkSocket::RecvStatus::error) {
-      const std::string why = "XFRM socket of netns " + w.label + " failed: " + strerror(r.err);
-      // The agent's own namespace is a source it cannot do without; another
-      // one is dropped (the next scan may pick it up again).
-      if (w.ns.spec.empty()) {
-        fatal_(why);
-      } else {
-        drop(&w, why + "; no longer watched");
-      }
-      return false;
-    }
-    auto walk = for_each_netlink_message(Bytes(w.buf.data(), r.size), [&](const NetlinkMessage& m) {
-      ++stats_.messages;
-      auto p = parse_xfrm_message(m);
-      if (!p) {
+    i += static_cast<int>(n);
+    last_read_ += n;
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto& r = got[k];
+      std::uint8_t* data = rbuf_.data() + k * kSlot;
+      // Per datagram: a batch can take long to work through under load, and
+      // the correlator compares this time with the kernel's audit time stamps.
+      const auto now = std::chrono::system_clock::now();
+      if (r.status == NetlinkSocket::RecvStatus::rejected || r.status == NetlinkSocket::RecvStatus::truncated) {
         ++stats_.parse_errors;
-        log(LogLevel::warning, "unparsable XFRM message dropped: " + p.error().message);
+        explicit_bzero(data, kSlot);
+        continue;
+      }
+      auto walk = for_each_netlink_message(Bytes(data, r.size), [&](const NetlinkMessage& m) {
+        ++stats_.messages;
+        auto p = parse_xfrm_message(m);
+        if (!p) {
+          ++stats_.parse_errors;
+          log(LogLevel::warning, "unparsable XFRM message dropped: " + p.error().message);
+          return true;
+        }
+        if (cfg_.counters_interval.count() > 0) {
+          // A deleted SA's last stats come with its DELSA / hard EXPIRE.
+          if (const auto* del = std::get_if<XfrmDelSa>(&*p); del && del->sa)
+            take_sa_stats(w, sa_key(del->id, del->mark, del->if_id), del->sa->stats, true);
+          else if (const auto* ex = std::get_if<XfrmExpire>(&*p); ex && ex->hard)
+            take_sa_stats(w, sa_key(ex->sa), ex->sa.stats, true);
+        }
+        for (auto& e : w.table.apply(*p, now)) emit_change(std::move(e));
+        // No stats in a flush: what the last reading said is all there is.
+        if (std::holds_alternative<XfrmFlushSa>(*p)) prune_sa_stats(w);
+        if (std::holds_alternative<XfrmNewPolicy>(*p) || std::holds_alternative<XfrmDelPolicy>(*p) ||
+            std::holds_alternative<XfrmPolicyExpire>(*p) || std::holds_alternative<XfrmFlushPolicy>(*p))
+          policies_changed = true;
         return true;
-      }
-      if (cfg_.counters_interval.count() > 0) {
-        // A deleted SA's last stats come with its DELSA / hard EXPIRE.
-        if (const auto* del = std::get_if<XfrmDelSa>(&*p); del && del->sa)
-          take_sa_stats(w, sa_key(del->id, del->mark, del->if_id), del->sa->stats, true);
-        else if (const auto* ex = std::get_if<XfrmExpire>(&*p); ex && ex->hard)
-          take_sa_stats(w, sa_key(ex->sa), ex->sa.stats, true);
-      }
-      for (auto& e : w.table.apply(*p, now)) emit_change(std::move(e));
-      // No stats in a flush: what the last reading said is all there is.
-      if (std::holds_alternative<XfrmFlushSa>(*p)) prune_sa_stats(w);
-      if (std::holds_alternative<XfrmNewPolicy>(*p) || std::holds_alternative<XfrmDelPolicy>(*p) ||
-          std::holds_alternative<XfrmPolicyExpire>(*p) || std::holds_alternative<XfrmFlushPolicy>(*p))
-        policies_changed = true;
-      return true;
-    });
-    if (!walk) ++stats_.parse_errors;
-    // SA messages carry keys: nothing of them stays in our memory.
-    w.buf.wipe(r.size);
+      });
+      if (!walk) ++stats_.parse_errors;
+      // SA messages carry keys: nothing of them stays in our memory.
+      explicit_bzero(data, r.size);
+    }
+    if (n < want) {  // the queue is empty: no EAGAIN call needed
+      w.read_empty_at = before;
+      emptied = true;
+      break;
+    }
   }
   if (policies_changed) spd_changed();
   if (overruns > 0) {
@@ -507,9 +544,42 @@ void XfrmTracker::emit_change(Event e) {
   }
 }
 
+bool XfrmTracker::tick() {
+  if (stopping_) return false;
+  bool busy = false;
+  for (std::size_t i = 0; i < watchers_.size();) {
+    Watcher* w = watchers_[i].get();
+    if (w->parked < 0 || !w->ready || w->resyncing) {  // a resync re-arms it when it is in
+      ++i;
+      continue;
+    }
+    if (!drain(*w, kBatch)) {
+      if (!alive(w)) continue;  // dropped: the same index is the next one
+      ++i;
+      continue;
+    }
+    if (last_read_ == 0 && !w->resyncing && !stopping_)
+      arm(*w);  // empty: back into epoll
+    else
+      busy = true;
+    ++i;
+  }
+  if (correlator_.pending() > 0) {
+    for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now())) sink_(e);
+    busy = busy || correlator_.pending() > 0;
+  }
+  return busy;
+}
+
 void XfrmTracker::arm_correlator() {
   const auto due = correlator_.next_deadline();
   if (!due) return;
+  if (ticker_ && ticker_->enabled()) {
+    // Decided at the first tick past the deadline (at most one period late),
+    // together with the tick's other records: one write, no timer per event.
+    if (!stopping_) ticker_->wake();
+    return;
+  }
   // Already armed for this deadline or an earlier one: that wake-up re-arms
   // for the rest. (Re-arming per change cost a timerfd_settime per record.)
   if (corr_armed_ && *corr_armed_ <= *due) return;

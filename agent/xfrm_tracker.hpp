@@ -36,9 +36,11 @@
 #include "audit/state_snapshot.hpp"
 #include "audit/event.hpp"
 #include "audit/xfrm_table.hpp"
+#include "agent/batch_ticker.hpp"
 #include "agent/netns_watch.hpp"
 #include "agent/replay_resolver.hpp"
 #include "xfrm/netlink_socket.hpp"
+#include "xfrm/secure_buffer.hpp"
 
 namespace ipsec {
 
@@ -75,6 +77,12 @@ class XfrmTracker {
 
   XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink, Fatal fatal);
   ~XfrmTracker();
+
+  // Batched (issue 17): the correlator releases what is due at the ticker's
+  // ticks instead of on a timer of its own (null or disabled: its timer).
+  void set_ticker(BatchTicker* t) { ticker_ = t; }
+  // At each tick: what the correlator decided. True while it holds anything.
+  bool tick();
 
   // Opens every namespace there is and reads its tables; runs the io_context
   // until those first dumps are done (call before io_context::run).
@@ -182,6 +190,9 @@ class XfrmTracker {
   ChangeCorrelator correlator_;
   bool audit_reaches_us_{true};
   boost::asio::steady_timer corr_timer_;
+  BatchTicker* ticker_{nullptr};
+  SecureBuffer rbuf_;            // the multicast sockets' recvmmsg slots (wiped after each datagram)
+  std::size_t last_read_{0};     // datagrams the last drain() read
   std::optional<std::chrono::steady_clock::time_point> corr_armed_;  // when corr_timer_ is due, if waiting
   XfrmTrackerStats stats_;
   ReplayResolver replays_;  // after stats_: it counts into it

@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -99,6 +100,36 @@ def parse_time(s):
     return t + int(frac) / 10 ** len(frac)
 
 
+class Tail(threading.Thread):
+    """Polls the output file every 2 ms: when each whole line appeared (the
+    delay from the kernel's record time to the line written, to within the
+    poll period), and whether a partial line was ever seen at the end of a
+    read that was followed by more bytes of the same line (never a fault: a
+    reader can see a write in progress) -- what counts is that every line
+    ends up whole, checked at the end."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path, self.stop, self.seen = path, threading.Event(), []
+
+    def run(self):
+        while not os.path.exists(self.path) and not self.stop.is_set():
+            time.sleep(0.002)
+        with open(self.path, "rb") as f:
+            rest = b""
+            while not self.stop.is_set():
+                chunk = f.read()
+                now = time.time()
+                if chunk:
+                    rest += chunk
+                    *lines, rest = rest.split(b"\n")
+                    for line in lines:
+                        if b'"op":"SPD-' in line or b'"op":"SA-' in line:
+                            self.seen.append((now, line))
+                else:
+                    time.sleep(0.002)
+
+
 def run(a):
     tmp = tempfile.mkdtemp(prefix="ipsec-audit-load-")
     out = os.path.join(tmp, "events.jsonl")
@@ -112,7 +143,8 @@ def run(a):
         agent = subprocess.Popen(
             [a.agent, "--foreground", "--output", f"jsonl:{out}", "--state-dir", os.path.join(tmp, "state"),
              "--control-socket", os.path.join(tmp, "control.sock"),
-             *(["--batch-delay-ms", str(a.batch_delay_ms)] if a.batch_delay_ms >= 0 else [])],
+             *(["--batch-delay-ms", str(a.batch_delay_ms)] if a.batch_delay_ms >= 0 else []),
+             *(["--correlation-window-ms", str(a.correlation_window_ms)] if a.correlation_window_ms >= 0 else [])],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "stderr.log"), "w"))
         try:
             deadline = time.time() + 15
@@ -131,6 +163,8 @@ def run(a):
             if a.strace:  # which syscalls: costs CPU, so the CPU figure of such a run is not one
                 strace = subprocess.Popen(["strace", "-c", "-f", "-o", a.strace, "-p", str(agent.pid)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            tail = Tail(out)
+            tail.start()
             cpu0, st0 = proc_cpu_seconds(agent.pid), proc_status(agent.pid)
             t0 = time.time()
             tick, changes, noise_due = 0.01, 0, 0.0
@@ -178,6 +212,8 @@ def run(a):
                             syscalls = int(line.split(",")[0])
                         except ValueError:
                             pass
+            tail.stop.set()
+            tail.join(5)
             if strace:
                 strace.send_signal(signal.SIGINT)
                 strace.wait(10)
@@ -190,6 +226,15 @@ def run(a):
         records = [json.loads(line) for line in open(out) if line.endswith("\n")]
         spd = [r for r in records if r.get("audit", {}).get("op", "").startswith("SPD-")]
         delays = [parse_time(r["time"]) - parse_time(r["kernel_time"]) for r in spd if r.get("kernel_time")]
+        written = []
+        for t, line in tail.seen:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("kernel_time"):
+                written.append(t - parse_time(r["kernel_time"]))
+        partial = sum(1 for line in open(out, "rb") if not line.endswith(b"\n"))
         stopped = [r for r in records if r["event"] == "service-stopped"]
         n = max(1, len(spd))
         result = {
@@ -203,9 +248,16 @@ def run(a):
             "peak_rss_kib": kib(st1["VmHWM"]), "rss_kib": kib(st1["VmRSS"]),
             "receive_delay_ms_p50": round(percentile(delays, 50) * 1000, 1) if delays else None,
             "receive_delay_ms_p99": round(percentile(delays, 99) * 1000, 1) if delays else None,
+            # Kernel record time -> line seen in the file (2 ms poll): what a reader waits.
+            "write_delay_ms_p50": round(percentile(written, 50) * 1000, 1) if written else None,
+            "write_delay_ms_p99": round(percentile(written, 99) * 1000, 1) if written else None,
+            "write_delay_ms_max": round(max(written) * 1000, 1) if written else None,
+            "partial_lines": partial,
+            "lost": changes - len(spd),
             "events_lost_records": sum(1 for r in records if r["event"] == "events-lost"),
             "kernel_audit_stats": stopped[0].get("kernel_audit_stats") if stopped else None,
             "batch_delay_ms": a.batch_delay_ms,
+            "correlation_window_ms": a.correlation_window_ms,
         }
     shutil.rmtree(tmp, ignore_errors=True)
     return result
@@ -217,8 +269,12 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="IPsec audit records per second (SPD add/del)")
     ap.add_argument("--noise", type=int, default=0, help="non-IPsec AUDIT_TRUSTED_APP records per second")
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--batch-delay-ms", type=int, default=20,
-                    help="the agent's moderation delay; -1: pass no option (an agent older than batching)")
+    ap.add_argument("--batch-delay-ms", type=int, default=-1,
+                    help="the agent's batch.delay_ms; -1 (default): pass no option (the agent's default)")
+    ap.add_argument("--correlation-window-ms", type=int, default=-1,
+                    help="the agent's correlation window; 0 writes SPD records without waiting for a partner, "
+                         "as packet records are (this host's kernel cannot make packet records: no ESP); "
+                         "-1 (default): pass no option (250 ms)")
     ap.add_argument("--strace", metavar="FILE", help="also write strace -c -f of the agent to FILE")
     ap.add_argument("--smoke", action="store_true", help="short run: checks the harness works, asserts no figure")
     a = ap.parse_args()

@@ -1,0 +1,60 @@
+// BatchTicker: the agent's one clock for work batched under a stream
+// (issue 17). While records flow it ticks every `period` (batch.delay_ms); at
+// each tick one callback runs: the sources drain their sockets (taken out of
+// epoll while they are busy, so that datagrams arriving between ticks wake
+// nobody), the correlator releases what is due and the pipeline writes the
+// tick's records with one write per output.
+//
+// The ticks are not a timer: the daemon's loop runs the io_context with
+// run_one_until(next tick), so the wait for the next tick is the timeout of
+// the epoll_wait the loop makes anyway. No timerfd is set, read or re-armed
+// per tick, and no descriptor re-armed (Asio's async_wait costs an
+// EPOLL_CTL_MOD per call). Per tick under a stream: one epoll_wait, one
+// recvmmsg per busy socket, one write per output.
+//
+// Single-threaded: runs on the io_context thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+namespace ipsec {
+
+class BatchTicker {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Runs at each tick; returns true while there is work for a later tick
+  // (a socket still busy, records held). After `kLinger` idle ticks in a row
+  // the ticker stops until the next wake().
+  using Tick = std::function<bool()>;
+  static constexpr int kLinger = 2;
+
+  // Period 0: disabled (callers then work at once, as without batching).
+  explicit BatchTicker(std::chrono::milliseconds period) : period_(period) {}
+  void set_tick(Tick t) { tick_ = std::move(t); }
+
+  bool enabled() const { return period_.count() > 0; }
+  std::chrono::milliseconds period() const { return period_; }
+  // Work is waiting: tick from now on (the first tick one period from now).
+  void wake();
+  bool ticking() const { return ticking_; }
+  // When the next tick is due (ticking only).
+  Clock::time_point next() const { return next_; }
+  // Runs the tick if it is due; true if it ran.
+  bool run_if_due(Clock::time_point now);
+  // Inside the tick callback (the pipeline then leaves the flush to the tick).
+  bool in_tick() const { return in_tick_; }
+  std::uint64_t ticks() const { return ticks_; }
+
+ private:
+  std::chrono::milliseconds period_;
+  Tick tick_;
+  Clock::time_point next_{};
+  bool ticking_{false};
+  bool in_tick_{false};
+  int idle_{0};
+  std::uint64_t ticks_{0};
+};
+
+}  // namespace ipsec
