@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
         --timeout) TIMEOUT=$2; shift 2 ;;
         --scale) SCALE=$2; SCENARIO=scale; shift 2 ;;
         --scale-dump) SCALE_DUMP=$2; shift 2 ;;
-        -h|--help) sed -n "2,21p" "$0" | sed "s|^# \{0,1\}||"; echo "Env: E2E_ACCEL E2E_TIMEOUT E2E_AGENT_ARGS E2E_MODPROBE=on E2E_VM_DEBUG=CMD E2E_KVM_CPU E2E_TCG_CPU E2E_KVM_PROBE_TIMEOUT"; exit 0 ;;
+        -h|--help) sed -n "2,21p" "$0" | sed "s|^# \{0,1\}||"; echo "Env: E2E_ACCEL E2E_TIMEOUT E2E_SCALE_PROBE=1 E2E_AGENT_ARGS E2E_MODPROBE=on E2E_VM_DEBUG=CMD E2E_KVM_CPU E2E_TCG_CPU E2E_KVM_PROBE_TIMEOUT"; exit 0 ;;
         *) die "unknown argument $1" ;;
     esac
 done
@@ -135,6 +135,7 @@ E2E_VM_DEBUG='${E2E_VM_DEBUG:-}'
 E2E_MODPROBE='${E2E_MODPROBE:-off}'
 E2E_SCALE='$SCALE'
 E2E_SCALE_DUMP='$SCALE_DUMP'
+E2E_SCALE_PROBE='${E2E_SCALE_PROBE:-0}'
 E2E_AUDIT_BACKLOG='${E2E_AUDIT_BACKLOG:-8192}'
 E2E_CACHE='$CACHE'
 E2E_SIDEBYSIDE='${E2E_SIDEBYSIDE:-}'

@@ -15,10 +15,12 @@ runs alongside, writing to a file. Per size and phase: agent and monitor CPU
 seconds (utime+stime from /proc/PID/stat, before/after), CPU per change,
 the ratio to the monitor, sa/policy records written against changes made,
 events-lost, and the time from the end of the batch to the last record.
-Beside it, `ipsec-audit-nlcapture --bus audit --group readlog` (when built
-next to the agent) appends every kernel audit datagram to a file as it comes:
+With E2E_SCALE_PROBE=1, beside it, `ipsec-audit-nlcapture --bus audit --group
+readlog` (when built next to the agent) appends every kernel audit datagram to a file as it comes:
 the time that file last grew is when kauditd delivered the last audit record
 (`last_audit_after_batch_s`), which tells kauditd's delay from the agent's.
+Off by default: a second multicast listener doubles kauditd's sending work,
+and in run 5 (docs/BENCHMARKS.md) the kernel then dropped audit records.
 Optionally (E2E_SCALE_DUMP=M) a start-up dump: M SAs and M policies in the
 netns before a fresh agent starts; time to service-started and its CPU.
 
@@ -237,8 +239,9 @@ def run_scale(args, C, S, st):
         return
     mon = Monitor("/tmp/lab/monitor.txt")
     tool = os.path.join(os.path.dirname(args.agent), "ipsec-audit-nlcapture")
-    audit = AuditCapture(tool, "/tmp/lab/audit-capture.bin") if os.access(tool, os.X_OK) else None
-    S.log("audit capture: %s" % (tool if audit else "none (%s not built)" % tool))
+    probe = os.environ.get("E2E_SCALE_PROBE", "0") == "1"
+    audit = AuditCapture(tool, "/tmp/lab/audit-capture.bin") if probe and os.access(tool, os.X_OK) else None
+    S.log("audit capture: %s" % (tool if audit else "off (E2E_SCALE_PROBE=1 and %s built turn it on)" % tool))
     tail = Tail(agent.events)
     results = {"sizes": [], "audit_backlog_limit": backlog, "kernel": os.uname().release,
                "cpus": os.cpu_count()}
