@@ -565,7 +565,14 @@ bool XfrmTracker::tick() {
     ++i;
   }
   if (correlator_.pending() > 0) {
-    for (auto& e : correlator_.take_ready(ChangeCorrelator::Clock::now())) sink_(e);
+    const auto emit = [this](Event& e) { sink_(e); };
+    correlator_.take_ready(ChangeCorrelator::Clock::now(), false, emit);
+    if (correlator_.awaits_xfrm()) {
+      // A lone audit record is decided only once the XFRM sockets are read
+      // past it; idle sockets are not drained by a tick, so look at them.
+      note_xfrm_read();
+      correlator_.take_ready(ChangeCorrelator::Clock::now(), false, emit);
+    }
     busy = busy || correlator_.pending() > 0;
   }
   return busy;
