@@ -261,11 +261,7 @@ void BM_ReplayRecordWithSa(benchmark::State& state) {
       e.replay_detail.reset();
       if (inferred) {
         e.replay_basis = ReplayBasis::inferred;
-        e.detail["replay_inference"] = {{"method", "sequence number against the current replay window"},
-                                        {"window_top", 40},
-                                        {"window", 32},
-                                        {"records", 28},
-                                        {"counter_delta", {{"replay", 27}, {"replay_window", 0}}}};
+        e.replay_inference = ReplayInference{40, 32, 28, 27, 0};
       } else {
         e.replay_basis = ReplayBasis::counter;
       }
