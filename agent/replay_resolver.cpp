@@ -156,13 +156,8 @@ void ReplayResolver::finish(std::unique_ptr<Batch> batch, std::optional<XfrmSa> 
       e.replay_basis = ReplayBasis::counter;
     } else {
       e.replay_basis = ReplayBasis::inferred;
-      e.detail["replay_inference"] = {
-          {"method", "sequence number against the current replay window"},
-          {"window_top", top},
-          {"window", window},
-          {"records", n},
-          {"counter_delta",
-           {{"replay", after.replay - before.replay}, {"replay_window", after.replay_window - before.replay_window}}}};
+      e.replay_inference = ReplayInference{top, window, n, std::uint64_t{after.replay - before.replay},
+                                           std::uint64_t{after.replay_window - before.replay_window}};
     }
     if (v.below_window) {
       e.kind = EventKind::replay_sequence_too_low;

@@ -94,6 +94,17 @@ enum class ReplayBasis : std::uint8_t {
 };
 const char* replay_basis_name(ReplayBasis b);
 
+// Why an inferred replay record was classified as it was (the record's
+// `replay_inference` object; ReplayResolver). Typed, not in `detail`: one
+// per inferred record on the replay path.
+struct ReplayInference {
+  std::uint64_t window_top{0};
+  std::uint64_t window{0};
+  std::uint64_t records{0};
+  std::uint64_t replay_delta{0};         // the SA's `replay` counter, after - before
+  std::uint64_t replay_window_delta{0};  // its `replay_window` counter, after - before
+};
+
 struct Event {
   EventKind kind{EventKind::kernel_ipsec_event};
   Source source{Source::agent};
@@ -109,6 +120,7 @@ struct Event {
   // Replay records once the tracker has decided them; the reason when unknown.
   std::optional<ReplayBasis> replay_basis;
   std::optional<std::string> replay_reason;
+  std::optional<ReplayInference> replay_inference;  // written among `detail`'s keys, in key order
   // The network namespace an XFRM-derived event happened in.
   std::optional<std::string> netns;
   // The SA the event concerns (the record's `sa` object), shared by every

@@ -477,6 +477,19 @@ void format_second(SecondText& c, std::int64_t secs) {
   c.secs = secs;
 }
 
+// Its members in nlohmann's order (sorted), as when it was a `detail` object.
+void append_inference(std::string& out, const ReplayInference& r) {
+  key(out, "replay_inference");
+  out += "{\"counter_delta\":{\"replay\":";
+  append_uint(out, r.replay_delta);
+  uint_member(out, "replay_window", r.replay_window_delta);
+  out += "},\"method\":\"sequence number against the current replay window\"";
+  uint_member(out, "records", r.records);
+  uint_member(out, "window", r.window);
+  uint_member(out, "window_top", r.window_top);
+  out += '}';
+}
+
 }  // namespace
 
 void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
@@ -501,6 +514,13 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
   p += 9;
   *p++ = 'Z';
   out.append(b, static_cast<std::size_t>(p - b));
+}
+
+std::string sa_json(const SaContext& c) {
+  std::string out;
+  out.reserve(640);
+  append_sa(out, c);
+  return out;
 }
 
 void JsonWriter::write(const Event& e, std::string& out) const {
@@ -549,7 +569,9 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   opt_uint(out, "seq", e.seq);
   opt_uint(out, "flow_label", e.flow_label);
   key(out, "sa");
-  if (e.sa)
+  if (e.sa && !e.sa->json.empty())
+    out += e.sa->json;
+  else if (e.sa)
     append_sa(out, *e.sa);
   else
     out += "null";
@@ -594,12 +616,21 @@ void JsonWriter::write(const Event& e, std::string& out) const {
     key(out, "policy");
     append_policy(out, *e.policy);
   }
+  // `detail`'s members in key order (nlohmann's object is a sorted map), the
+  // typed replay_inference among them where its key falls.
+  constexpr std::string_view kInference = "replay_inference";
+  bool inference = e.replay_inference.has_value();
   if (e.detail.is_object()) {
     for (const auto& [k, v] : e.detail.items()) {
+      if (inference && std::string_view(k) > kInference) {
+        append_inference(out, *e.replay_inference);
+        inference = false;
+      }
       key(out, k);
       out += v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
   }
+  if (inference) append_inference(out, *e.replay_inference);
   out += "}\n";
 }
 

@@ -24,6 +24,8 @@ class JsonWriter {
   std::string host_;
 };
 
+// The `sa` object of a record naming this SA (what SaContext::json caches).
+std::string sa_json(const SaContext& c);
 void append_json_string(std::string& out, std::string_view s);
 // Length of the valid UTF-8 sequence at s[i], or 0 if it is not one.
 std::size_t utf8_len(std::string_view s, std::size_t i);

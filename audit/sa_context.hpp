@@ -37,6 +37,10 @@ struct SaContext {
   SaDirection direction{SaDirection::unknown};
   DirectionSource direction_source{DirectionSource::none};
   DirectionPending direction_pending{DirectionPending::no_policy};
+  // The `sa` object as JsonWriter writes it, made once with the context
+  // (XfrmTable::context, sa_json) so the records sharing it copy the text;
+  // empty: JsonWriter serialises the fields above.
+  std::string json{};
 };
 
 // How a packet event was matched to the SAs of the watched tables.

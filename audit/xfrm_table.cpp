@@ -8,6 +8,7 @@
 #include <limits>
 #include <set>
 
+#include "audit/json_writer.hpp"
 #include "audit/normalize.hpp"
 
 namespace ipsec {
@@ -294,9 +295,11 @@ void XfrmTable::clear() {
 }
 
 std::shared_ptr<const SaContext> XfrmTable::context(const SaEntry& e) const {
-  if (!e.context)
-    e.context = std::make_shared<const SaContext>(
-        SaContext{e.sa, netns_, e.direction, e.direction_source, e.direction_pending});
+  if (!e.context) {
+    SaContext c{e.sa, netns_, e.direction, e.direction_source, e.direction_pending};
+    c.json = sa_json(c);
+    e.context = std::make_shared<const SaContext>(std::move(c));
+  }
   return e.context;
 }
 

@@ -146,3 +146,56 @@ TEST(JsonWriter, ReplayBasisAndCorrelationAreWrittenByName) {
   EXPECT_EQ(j["replay_reason"], "the agent is stopping");
   EXPECT_EQ(j["correlation"], "paired");
 }
+
+// The typed replay_inference is written byte for byte as the `detail` object
+// it replaced, among detail's other keys in their (sorted) order.
+TEST(JsonWriter, ReplayInferenceIsWrittenAsTheDetailObjectItReplaced) {
+  Event typed = from("audit(1795394826.304:15): op=SA-replayed-pkt src=10.0.0.1 dst=10.0.0.2 spi=4097(0x1001) seqno=4");
+  typed.replay_basis = ReplayBasis::inferred;
+  Event old = typed;
+  typed.replay_inference = ReplayInference{1, 32, 56, 100, 4294967295U};
+  old.detail["replay_inference"] = {{"method", "sequence number against the current replay window"},
+                                    {"window_top", 1},
+                                    {"window", 32},
+                                    {"records", 56},
+                                    {"counter_delta", {{"replay", 100}, {"replay_window", 4294967295U}}}};
+  JsonWriter w("testhost");
+  auto line = [&](const Event& e) {
+    std::string out;
+    w.write(e, out);
+    return out;
+  };
+  EXPECT_EQ(line(typed), line(old));
+  for (const char* k : {"a_first", "lost", "summary", "zz_last"}) {
+    typed.detail[k] = {{"x", 1}};
+    old.detail[k] = {{"x", 1}};
+    EXPECT_EQ(line(typed), line(old)) << k;
+  }
+}
+
+// An SA context made by the table carries its `sa` text; the record is the
+// same as from the fields.
+TEST(JsonWriter, CachedSaTextIsTheSaObject) {
+  XfrmSa sa;
+  sa.saddr = IpAddress::parse("10.0.0.1").value();
+  sa.daddr = IpAddress::parse("10.0.0.2").value();
+  sa.spi = 0x1001;
+  sa.proto = 50;
+  sa.reqid = 7;
+  sa.replay_window = 32;
+  sa.aead = XfrmAeadAlg{"rfc4106(gcm(aes))", 128};
+  sa.lifetime.soft_byte_limit = sa.lifetime.hard_byte_limit = ~0ULL;
+  sa.encap = XfrmEncap{2, 4500, 4500, {}};
+  sa.mark = XfrmMark{5, 0xff};
+  SaContext c{sa, "b\"q", SaDirection::unknown, DirectionSource::none, DirectionPending::both_ways};
+  Event e = from("audit(1795394826.304:15): op=SA-replayed-pkt src=10.0.0.1 dst=10.0.0.2 spi=4097(0x1001) seqno=4");
+  e.sa = std::make_shared<const SaContext>(c);
+  JsonWriter w("testhost");
+  std::string plain, cached;
+  w.write(e, plain);
+  c.json = sa_json(c);
+  e.sa = std::make_shared<const SaContext>(c);
+  w.write(e, cached);
+  EXPECT_EQ(plain, cached);
+  EXPECT_TRUE(render(e)["sa"].contains("direction_reason"));
+}

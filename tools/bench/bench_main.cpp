@@ -217,6 +217,65 @@ XfrmPolicy bench_policy(std::uint32_t i, bool out) {
   return p;
 }
 
+// ---- a replay record with its SA (the --netns path of issue 17) ----
+
+// One SA-replayed-pkt record on a tracked SA, as XfrmTracker + ReplayResolver
+// make it: the audit text parsed, the SA's shared context attached, the
+// verdict and message set, then through the Pipeline (policy, the flood
+// limiter opened as in the side-by-side run, serialise, a null sink). Every
+// 28 records the SA is refreshed (a GETSA reply: the lab saw 709 for 20,000
+// records), which gives the entry a new context. Arg 0: replay_basis
+// "counter"; arg 1: "inferred" (with its replay_inference object; in the lab
+// run 12,608 of 20,000 records).
+void BM_ReplayRecordWithSa(benchmark::State& state) {
+  const bool inferred = state.range(0) != 0;
+  XfrmSa sa = bench_sa(0, false);
+  XfrmTable t("b");
+  t.load({sa}, {bench_policy(0, false)});
+  const auto found = t.find(sa.daddr, sa.spi);
+  if (found.size() != 1) {
+    state.SkipWithError("no SA");
+    return;
+  }
+  const auto dgram = audit_datagram("audit(1795394830.804:16): op=SA-replayed-pkt src=100.64.0.0 dst=198.51.100.1 "
+                                    "spi=3355443200(0xc8000000) seqno=1");
+  Pipeline p("gw1.example.net");
+  p.add_sink(std::make_unique<NullSink>());
+  FloodConfig open;  // as the side-by-side run: one line per event
+  open.burst = 1000000;
+  open.rate = 1000000;
+  p.set_flood(open);
+  const AllocCount allocs;
+  std::uint64_t n = 0;
+  for (auto _ : state) {
+    if (n++ % 28 == 0) {
+      sa.stats.replay = static_cast<std::uint32_t>(n);
+      (void)t.refresh(sa);
+    }
+    (void)for_each_netlink_message(Bytes(dgram), [&](const NetlinkMessage& m) {
+      auto r = parse_ipsec_audit_record(audit_record_text(m.payload));
+      if (!r) return true;
+      Event e = event_from_ipsec_audit(std::move(*r), std::chrono::system_clock::now());
+      const auto entries = t.find(*e.dst, *e.spi);
+      e.sa = t.context(*entries[0]);
+      e.replay_detail.reset();
+      if (inferred) {
+        e.replay_basis = ReplayBasis::inferred;
+        e.replay_inference = ReplayInference{40, 32, 28, 27, 0};
+      } else {
+        e.replay_basis = ReplayBasis::counter;
+      }
+      e.message = "ESP anti-replay check failed (duplicate sequence number inside the replay window)";
+      append_flow(e.message, e);
+      p.submit(std::move(e));
+      return true;
+    });
+  }
+  state.SetItemsProcessed(state.iterations());
+  allocs.report(state, state.iterations());
+}
+BENCHMARK(BM_ReplayRecordWithSa)->Arg(0)->Arg(1);
+
 // The kernel audit record the change gives (SAD-add, SPD-delete, ...).
 Event audit_of(const Event& x) {
   Event a;
