@@ -341,16 +341,17 @@ def inject(frame, how=None, times=1):
 
 
 # ---------------------------------------------------------------- cleartext and fragments
-def wait_until(cond, timeout, what):
-    """Polls cond() until it is true or timeout seconds passed; returns its last value."""
+def wait_until(cond, timeout, what=None, step=0.05):
+    """Polls cond() every `step` s until it is true or timeout seconds passed;
+    returns its last value (logs `what` when it never came true)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = cond()
         if v:
             return v
-        time.sleep(0.05)
+        time.sleep(step)
     v = cond()
-    if not v:
+    if not v and what:
         log("not within %.0fs: %s" % (timeout, what))
     return v
 
@@ -572,6 +573,21 @@ def check_fragments(C, recs, st):
 
 
 # ---------------------------------------------------------------- agent
+def terminate(p, timeout, what):
+    """SIGTERM, then SIGKILL if p has not exited after timeout s; its exit
+    code, or "killed"."""
+    if p.poll() is not None:
+        return p.returncode
+    p.send_signal(signal.SIGTERM)
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log("%s did not exit %ds after SIGTERM; killing it" % (what, timeout))
+        p.kill()
+        p.wait()
+        return "killed"
+
+
 class Agent:
     def __init__(self, agent, out, extra=None, logname="agent.log", conf=None):
         self.dir = "/tmp/lab"
@@ -639,17 +655,7 @@ class Agent:
         self.live = False
 
     def stop(self, timeout=15):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.exit_code = self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log("agent did not exit %ds after SIGTERM; killing it" % timeout)
-                self.p.kill()
-                self.p.wait()
-                self.exit_code = "killed"
-        else:
-            self.exit_code = self.p.returncode
+        self.exit_code = terminate(self.p, timeout, "agent")
         self.logf.close()
 
 

@@ -143,13 +143,7 @@ class Charon:
                                 stdout=open(self.dir + "/swanctl.out", "a"), stderr=subprocess.STDOUT)
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        self.S.terminate(self.p, 15, "charon in " + self.ns)
         self.out.close()
 
 
@@ -216,15 +210,6 @@ def sa_keys(S):
     return keys
 
 
-def wait_until(fn, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
-
-
 def send_capture_replay(S, C, rx, dst, name):
     """One UDP packet a->dst:9999; its ESP frame as vb saw it is injected again
     on va (the original was received: this is a duplicate in b's window).
@@ -258,7 +243,7 @@ def send_capture_replay(S, C, rx, dst, name):
     spi, seq = struct.unpack_from("!II", frame, off)
     c0 = S.xfrm_stat(S.NS_B)
     S.inject(frame)
-    ok = wait_until(lambda: S.xfrm_stat(S.NS_B).get("XfrmInStateSeqError", 0) > c0.get("XfrmInStateSeqError", 0), 10)
+    ok = S.wait_until(lambda: S.xfrm_stat(S.NS_B).get("XfrmInStateSeqError", 0) > c0.get("XfrmInStateSeqError", 0), 10)
     C.check(bool(ok), "lab: %s replayed ESP frame (spi %#x seq %d) refused by b as a replay" % (name, spi, seq))
     return spi, seq
 
@@ -297,7 +282,7 @@ def run_strongswan(args, C, S, st):
     if not up:
         return
     n_sas = lambda ns: len(sas(S, ns))
-    C.check(wait_until(lambda: n_sas(S.NS_A) == 4 and n_sas(S.NS_B) == 4, 10),
+    C.check(S.wait_until(lambda: n_sas(S.NS_A) == 4 and n_sas(S.NS_B) == 4, 10),
             "lab: 4 SAs in each netns", "a %s b %s" % (sas(S, S.NS_A), sas(S, S.NS_B)))
     keys = sa_keys(S)
     replays = []  # (name, spi, want if_id)
@@ -312,7 +297,7 @@ def run_strongswan(args, C, S, st):
     old = {s[0] for s in sas(S, S.NS_B) if s[3] == "transport"}
     a.swanctl("--rekey", "--child", "tr")
     tr_now = lambda ns: {s[0] for s in sas(S, ns) if s[3] == "transport"}
-    rekeyed = wait_until(lambda: all(len(tr_now(ns)) == 2 and not (tr_now(ns) & old) for ns in (S.NS_A, S.NS_B)), 30)
+    rekeyed = S.wait_until(lambda: all(len(tr_now(ns)) == 2 and not (tr_now(ns) & old) for ns in (S.NS_A, S.NS_B)), 30)
     C.check(bool(rekeyed), "lab: transport child rekeyed (2 new SAs, the old ones gone, in a and b)",
             "old %s now a %s b %s" % (old, tr_now(S.NS_A), tr_now(S.NS_B)))
     keys |= sa_keys(S)
@@ -324,11 +309,11 @@ def run_strongswan(args, C, S, st):
     # the records before the terminate deletes the SAs, or the replay basis of
     # the last one may rightly be "unknown" (the SA gone before it was read).
     replayed = {spi for _, spi, _ in replays}
-    wait_until(lambda: replayed <= {r.get("spi") for r in agent.records() if r.get("event", "").startswith("replay-")},
+    S.wait_until(lambda: replayed <= {r.get("spi") for r in agent.records() if r.get("event", "").startswith("replay-")},
                20, step=0.25)
     a.swanctl("--terminate", "--ike", "lab", "--timeout", "30")
     empty = lambda ns: not sas(S, ns) and not spd(S, ns)
-    C.check(bool(wait_until(lambda: empty(S.NS_A) and empty(S.NS_B), 30)),
+    C.check(bool(S.wait_until(lambda: empty(S.NS_A) and empty(S.NS_B), 30)),
             "lab: terminate left no SA, no policy (but charon's socket policies)",
             "a: %s b: %s" % (spd(S, S.NS_A)[:3], spd(S, S.NS_B)[:3]))
     S.log("terminated")
@@ -336,7 +321,7 @@ def run_strongswan(args, C, S, st):
         c.stop()
     # every change the monitors saw is written (or the agent is behind): then stop
     want = sum(len(m.changes()) for m in mons.values())
-    wait_until(lambda: sum(1 for r in agent.records() if r.get("event") in CHANGES) >= want, 20, step=0.25)
+    S.wait_until(lambda: sum(1 for r in agent.records() if r.get("event") in CHANGES) >= want, 20, step=0.25)
     time.sleep(0.5)  # the correlation window (250 ms): let a late duplicate show, if any
     for m in mons.values():
         m.stop()

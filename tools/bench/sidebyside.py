@@ -130,6 +130,7 @@ def conf_subst(text, repl):
 
 class Auditd:
     def __init__(self, S, root, out):
+        self.S = S
         etc = WORK + "/etc"
         os.makedirs(etc + "/plugins.d", exist_ok=True)
         os.makedirs(WORK + "/log", exist_ok=True)
@@ -176,13 +177,7 @@ class Auditd:
             audit_status()["pid"], self.p.pid, find_procs("laurel"))
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        self.S.terminate(self.p, 30, "auditd")
         self.logf.close()
 
 
