@@ -2,7 +2,7 @@
 
 Runs INSIDE the lab VM, called by tests/e2e/scenario.py with that module's
 helpers (setup_net, add_sa, add_policies, capture_esp, inject, counters,
-sa_stats, Agent). One kernel stream, three consumers at once:
+sa_stats, Agent). One kernel stream, four consumers at once:
 
   auditd   Debian's auditd 3.0.9 (unpacked by tools/bench/sidebyside-root.sh
            into E2E_CACHE/sidebyside-root/root, never installed on the host),
@@ -13,7 +13,12 @@ sa_stats, Agent). One kernel stream, three consumers at once:
            laurel.conf and config.toml; directory /tmp/sbs/laurel, user root:
            the VM has no _laurel user), one JSON line per audit event;
   agent    ipsec-auditd --netns b --enable-kernel-audit: the audit multicast
-           group (and XFRM in netns b).
+           group (and XFRM in netns b);
+  floor    ipsec-audit-floor (tools/bench/audit_floor.cpp), when built: the
+           cheapest reader that keeps every record (the multicast group read
+           on the agent's tick with recvmmsg, each record's text appended
+           raw, one writev per read). Its CPU is what receiving the stream
+           costs; the agent's CPU above it is what the agent's work costs.
 
 The stream: one ESP frame a->b (v4, SPI 0x1001) captured and accepted, then
 re-injected N times (E2E_SIDEBYSIDE="n=20000"): every injection is a replay
@@ -24,7 +29,7 @@ so the kernel does not drop what auditd has not yet read.
 
 Per consumer: CPU (utime+stime from /proc/PID/stat, from just before the
 stream to when every consumer's output stopped growing) per 100k kernel
-events, events seen (auditd: `SA-replayed-pkt` lines in its log; laurel:
+events, wake-ups (voluntary context switches, all threads), events seen (auditd: `SA-replayed-pkt` lines in its log; laurel:
 `SA-replayed-pkt` in its JSON lines; agent: the `count` of its replay
 records, flood summaries included), loss (kernel counter - seen; for the
 agent also what it reported lost), VmHWM and VmRSS. The accounting check:
@@ -37,7 +42,9 @@ Options (E2E_SIDEBYSIDE, space-separated key=value): n (20000), flood
 agent during the stream, report in OUT/perf-agent.txt), batch (100 per
 injection burst), delay_ms (agent batch.delay_ms; unset = default), netns (b:
 the agent's --netns, so it tracks the SA and ties records to it; none: no
---netns, the audit stream alone), smoke (1:
+--netns, the audit stream alone), floor (1: also run ipsec-audit-floor, the
+cheapest reader that keeps every record, next to the agent's binary when it
+is built: what receiving the stream costs; 0: not), smoke (1:
 n=500, the harness only). Only the lab is checked (PASS/FAIL: auditd took the
 audit pid, laurel ran, the kernel counted every injection); the targets of
 issue 17 are TARGET lines, never asserted. Results: sidebyside.txt and
@@ -57,7 +64,8 @@ OP = b"SA-replayed-pkt"
 
 
 def opts():
-    o = {"n": "20000", "flood": "off", "perf": "0", "batch": "100", "delay_ms": "", "smoke": "0", "netns": "b"}
+    o = {"n": "20000", "flood": "off", "perf": "0", "batch": "100", "delay_ms": "", "smoke": "0", "netns": "b",
+         "floor": "1"}
     for kv in os.environ.get("E2E_SIDEBYSIDE", "").split():
         k, _, v = kv.partition("=")
         o[k] = v
@@ -80,6 +88,21 @@ def proc_mem(pid):
             if k in ("VmHWM", "VmRSS"):
                 out[k] = int(v.split()[0])  # KiB
     return out
+
+
+def proc_switches(pid):
+    """Voluntary context switches over all the process's threads: how often
+    it went to sleep, i.e. its wake-ups."""
+    n = 0
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, t)) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        n += int(line.split()[1])
+        except OSError:
+            pass
+    return n
 
 
 def find_procs(comm, ppid=None):
@@ -250,15 +273,23 @@ def run_sidebyside(args, C, S, st):
         agent.stop()
         auditd.stop()
         return
+    floor = None
+    floor_bin = os.path.join(os.path.dirname(os.path.abspath(args.agent)), "ipsec-audit-floor")
+    if o["floor"] == "1" and os.path.exists(floor_bin):
+        floor = subprocess.Popen([floor_bin, WORK + "/floor.log", o["delay_ms"] or "50"],
+                                               stderr=open(os.path.join(args.out, "floor.err"), "w"))
     time.sleep(1)
     procs = {"auditd": auditd.p.pid, "laurel": laurel, "agent": agent.p.pid}
+    if floor is not None:
+        procs["floor"] = floor.pid
     kd = kauditd_pid()
     if kd:
         procs["kauditd"] = kd
     base_seen = {"auditd": count_in_files(auditd.log_prefix, OP), "laurel": count_in_files(auditd.laurel_prefix, OP),
-                 "agent": agent_seen_fast(agent.events)}
+                 "agent": agent_seen_fast(agent.events), "floor": count_in_files(WORK + "/floor.log", OP)}
     c0, sa0, a0 = S.counters(), S.sa_stats(*sab), audit_status()
     cpu0 = {k: proc_cpu(p) for k, p in procs.items()}
+    sw0 = {k: proc_switches(p) for k, p in procs.items()}
     perf = None
     if o["perf"] == "1":
         perf = subprocess.Popen(["perf", "record", "-g", "-e", "cpu-clock", "-F", "999", "-p", str(agent.p.pid),
@@ -286,7 +317,8 @@ def run_sidebyside(args, C, S, st):
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         now = (count_in_files(auditd.log_prefix, OP), count_in_files(auditd.laurel_prefix, OP),
-               agent_seen_fast(agent.events), os.path.getsize(agent.events))
+               agent_seen_fast(agent.events), os.path.getsize(agent.events),
+               count_in_files(WORK + "/floor.log", OP))
         if now != last:
             last, last_change = now, time.monotonic()
         elif time.monotonic() - last_change >= 3:
@@ -294,6 +326,7 @@ def run_sidebyside(args, C, S, st):
         time.sleep(0.5)
     t_settle = time.monotonic() - t0
     cpu1 = {k: proc_cpu(p) for k, p in procs.items()}
+    sw1 = {k: proc_switches(p) for k, p in procs.items()}
     mem = {k: proc_mem(p) for k, p in procs.items() if k != "kauditd"}
     if perf is not None:
         perf.send_signal(signal.SIGINT)
@@ -301,6 +334,8 @@ def run_sidebyside(args, C, S, st):
     c1, sa1, a1 = S.counters(), S.sa_stats(*sab), audit_status()
     agent.stop()  # reconciliation and flood summaries are written by then
     auditd.stop()
+    if floor is not None:
+        S.terminate(floor, 10, "ipsec-audit-floor")
     kernel = S.delta(c0, c1).get("b:XfrmInStateSeqError", 0)
     sa_replay = sa1.get("replay", 0) - sa0.get("replay", 0)
     kernel_lost = a1["lost"] - a0["lost"]
@@ -311,22 +346,25 @@ def run_sidebyside(args, C, S, st):
     a_written = sum(1 for r in recs if r.get("event") in REPLAY_EVENTS and r.get("spi") == SPI)
     seen = {"auditd": count_in_files(auditd.log_prefix, OP) - base_seen["auditd"],
             "laurel": count_in_files(auditd.laurel_prefix, OP) - base_seen["laurel"], "agent": a_seen}
+    if floor is not None:
+        seen["floor"] = count_in_files(WORK + "/floor.log", OP) - base_seen["floor"]
     rows = ["side by side: %d replays injected (batches of %d), kernel XfrmInStateSeqError +%d, SA replay +%d, "
             "kernel audit lost +%d; stream %.1f s, settled after %.1f s; kernel %s" % (
                 n, batch, kernel, sa_replay, kernel_lost, t_stream, t_settle, res["kernel"]),
-            "%-8s %10s %12s %8s %8s %10s %10s" % ("who", "CPU s", "CPU s/100k", "seen", "loss", "VmHWM KiB", "VmRSS KiB")]
+            "%-8s %10s %12s %8s %8s %10s %10s %9s" % ("who", "CPU s", "CPU s/100k", "seen", "loss", "VmHWM KiB", "VmRSS KiB",
+                                                 "wake-ups")]
     res["consumers"] = {}
-    for k in ("auditd", "laurel", "agent", "kauditd"):
+    for k in ("auditd", "laurel", "agent", "floor", "kauditd"):
         if k not in procs:
             continue
         cpu = round(cpu1[k] - cpu0[k], 2)
         per = round(cpu * 100000 / kernel, 2) if kernel else None
-        r = {"cpu_s": cpu, "cpu_s_per_100k": per}
+        r = {"cpu_s": cpu, "cpu_s_per_100k": per, "wakeups": sw1[k] - sw0[k]}
         if k in seen:
             r.update(seen=seen[k], loss=kernel - seen[k], **mem[k])
         res["consumers"][k] = r
-        rows.append("%-8s %10.2f %12s %8s %8s %10s %10s" % (k, cpu, per, r.get("seen", ""), r.get("loss", ""),
-                                                              r.get("VmHWM", ""), r.get("VmRSS", "")))
+        rows.append("%-8s %10.2f %12s %8s %8s %10s %10s %9d" % (k, cpu, per, r.get("seen", ""), r.get("loss", ""),
+                                                                  r.get("VmHWM", ""), r.get("VmRSS", ""), r["wakeups"]))
     both = res["consumers"]["auditd"]["cpu_s"] + res["consumers"]["laurel"]["cpu_s"]
     ratio = res["consumers"]["agent"]["cpu_s"] / both if both else None
     unaccounted = kernel - a_seen - a_lost
@@ -334,6 +372,12 @@ def run_sidebyside(args, C, S, st):
                agent_unaccounted=unaccounted, ratio_agent_to_auditd_laurel=ratio, sa_replay=sa_replay,
                xfrm_in_state_seq_error=kernel, kernel_audit_lost=kernel_lost, stream_s=round(t_stream, 1),
                settle_s=round(t_settle, 1), backlog_waits=waits, max_backlog=max_backlog)
+    if floor is not None and both:
+        fl = res["consumers"]["floor"]["cpu_s"]
+        res["ratio_floor_to_auditd_laurel"] = fl / both
+        rows.append("floor (ipsec-audit-floor: receive and append only) / (auditd + laurel): %.1f%%; agent above "
+                    "the floor: %.2f CPU s per 100k" % (100 * fl / both, res["consumers"]["agent"]["cpu_s_per_100k"]
+                                                        - res["consumers"]["floor"]["cpu_s_per_100k"]))
     rows.append("agent: %d replay lines for %d events (flood %s), events-lost by counter %s" % (
         a_written, a_seen, o["flood"], a_lost_by or "{}"))
     rows.append("accounting: agent records %d + reported loss %d = %d; kernel XfrmInStateSeqError %d, SA replay %d"
