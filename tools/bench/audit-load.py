@@ -16,6 +16,14 @@ the agent's receive time (p50/p99). A figure, never a test: --smoke only
 checks the harness runs (short, no figure asserted). Root only.
 
   tools/bench/audit-load.py --agent build-rel/bin/ipsec-auditd --rate 2000 --seconds 20
+
+--sidebyside ROOT: also run, on the same stream, Debian's auditd + laurel
+unpacked in ROOT (tools/bench/sidebyside-root.sh CACHE makes
+CACHE/sidebyside-root/root; auditd takes the audit pid for the run, which
+ends with it) and ipsec-audit-floor (next to the agent's binary: the
+cheapest reader that keeps every record), and print CPU s per 100k records
+and wake-ups for each: the ESP lab's side-by-side, on this host's CPU
+instead of qemu TCG (SPD records instead of replays: this kernel has no ESP).
 """
 import argparse
 import json
@@ -31,6 +39,7 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "live"))
 from livelib import KernelAuditGuard, Netns, audit_set_backlog_limit, audit_set_enabled, audit_status  # noqa: E402
 
@@ -52,6 +61,24 @@ def proc_status(pid):
             k, _, v = line.partition(":")
             out[k] = v.strip()
     return out
+
+
+class HostShim:
+    """What sidebyside.Auditd needs from the lab's scenario module, on the host."""
+
+    @staticmethod
+    def log(*a):
+        print("audit-load:", *a, file=sys.stderr)
+
+    @staticmethod
+    def terminate(p, timeout, what):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def kib(v):
@@ -130,8 +157,22 @@ class Tail(threading.Thread):
                     time.sleep(0.002)
 
 
+def count_ops(prefix):
+    """SPD-add/SPD-delete records in a file and its rotations (prefix.1, ...)."""
+    d, base = os.path.split(prefix)
+    n = 0
+    for name in os.listdir(d) if os.path.isdir(d) else []:
+        if name == base or name.startswith(base + "."):
+            with open(os.path.join(d, name), "rb") as f:
+                data = f.read()
+            n += data.count(b"op=SPD-") + data.count(b'"op":"SPD-')
+    return n
+
+
 def run(a):
-    tmp = tempfile.mkdtemp(prefix="ipsec-audit-load-")
+    # Side by side: every consumer writes to tmpfs, as in the ESP lab (auditd's
+    # periodic fdatasync on a disk would charge auditd for the disk).
+    tmp = tempfile.mkdtemp(prefix="ipsec-audit-load-", dir="/dev/shm" if a.sidebyside else None)
     out = os.path.join(tmp, "events.jsonl")
     result = {}
     with KernelAuditGuard(), Netns("ial") as ns:
@@ -140,10 +181,26 @@ def run(a):
             audit_set_backlog_limit(8192)
         if not st["enabled"]:
             audit_set_enabled(True)
+        others, auditd = {}, None
+        if a.sidebyside:
+            import sidebyside as sbs
+            sbs.WORK = os.path.join(tmp, "sbs")
+            os.makedirs(sbs.WORK)
+            auditd = sbs.Auditd(HostShim, a.sidebyside, tmp)
+            laurel, why = auditd.wait_ready()
+            if laurel is None:
+                auditd.stop()
+                raise SystemExit("auditd + laurel did not start: " + why)
+            others = {"auditd": auditd.p.pid, "laurel": laurel}
+            floor_bin = os.path.join(os.path.dirname(os.path.abspath(a.agent)), "ipsec-audit-floor")
+            floor = subprocess.Popen([floor_bin, os.path.join(tmp, "floor.log"),
+                                      str(a.batch_delay_ms if a.batch_delay_ms > 0 else 50)])
+            others["floor"] = floor.pid
         agent = subprocess.Popen(
             [a.agent, "--foreground", "--output", f"jsonl:{out}", "--state-dir", os.path.join(tmp, "state"),
              "--control-socket", os.path.join(tmp, "control.sock"),
              *(["--batch-delay-ms", str(a.batch_delay_ms)] if a.batch_delay_ms >= 0 else []),
+             *(["--netns", ns.name] if a.track else []),
              *(["--correlation-window-ms", str(a.correlation_window_ms)] if a.correlation_window_ms >= 0 else [])],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "stderr.log"), "w"))
         try:
@@ -166,6 +223,8 @@ def run(a):
             tail = Tail(out)
             tail.start()
             cpu0, st0 = proc_cpu_seconds(agent.pid), proc_status(agent.pid)
+            o_cpu0 = {k: proc_cpu_seconds(p) for k, p in others.items()}
+            o_sw0 = {k: int(proc_status(p)["voluntary_ctxt_switches"]) for k, p in others.items()}
             t0 = time.time()
             tick, changes, noise_due = 0.01, 0, 0.0
             i = 0
@@ -198,10 +257,17 @@ def run(a):
             while time.time() < deadline:
                 with open(out) as f:
                     got = sum(1 for line in f if '"op":"SPD-' in line)
-                if got >= want:
+                if got >= want and (not auditd or min(count_ops(auditd.log_prefix), count_ops(auditd.laurel_prefix),
+                                                      count_ops(os.path.join(tmp, "floor.log"))) >= want):
                     break
                 time.sleep(0.1)
             cpu1, st1 = proc_cpu_seconds(agent.pid), proc_status(agent.pid)
+            o_cpu1 = {k: proc_cpu_seconds(p) for k, p in others.items()}
+            o_sw1 = {k: int(proc_status(p)["voluntary_ctxt_switches"]) for k, p in others.items()}
+            o_seen = {}
+            if auditd:
+                o_seen = {"auditd": count_ops(auditd.log_prefix), "laurel": count_ops(auditd.laurel_prefix),
+                          "floor": count_ops(os.path.join(tmp, "floor.log"))}
             syscalls = None
             if perf:
                 perf.send_signal(signal.SIGINT)
@@ -223,6 +289,9 @@ def run(a):
             if agent.poll() is None:
                 agent.kill()
                 agent.wait()
+            if auditd:
+                HostShim.terminate(floor, 10, "floor")
+                auditd.stop()
         records = [json.loads(line) for line in open(out) if line.endswith("\n")]
         spd = [r for r in records if r.get("audit", {}).get("op", "").startswith("SPD-")]
         delays = [parse_time(r["time"]) - parse_time(r["kernel_time"]) for r in spd if r.get("kernel_time")]
@@ -259,6 +328,17 @@ def run(a):
             "batch_delay_ms": a.batch_delay_ms,
             "correlation_window_ms": a.correlation_window_ms,
         }
+        if others:
+            agent_cpu = cpu1 - cpu0
+            both = (o_cpu1["auditd"] - o_cpu0["auditd"]) + (o_cpu1["laurel"] - o_cpu0["laurel"])
+            result["sidebyside"] = {
+                k: {"cpu_s_per_100k": round((o_cpu1[k] - o_cpu0[k]) / n * 100000, 2),
+                    "wakeups": o_sw1[k] - o_sw0[k], "seen": o_seen[k]} for k in others}
+            result["sidebyside"]["agent"] = {"cpu_s_per_100k": result["cpu_s_per_100k"], "seen": len(spd),
+                                             "wakeups": int(st1["voluntary_ctxt_switches"])
+                                             - int(st0["voluntary_ctxt_switches"])}
+            result["agent_to_auditd_laurel"] = round(agent_cpu / both, 4) if both else None
+            result["floor_to_auditd_laurel"] = round((o_cpu1["floor"] - o_cpu0["floor"]) / both, 4) if both else None
     shutil.rmtree(tmp, ignore_errors=True)
     return result
 
@@ -276,6 +356,11 @@ def main():
                          "as packet records are (this host's kernel cannot make packet records: no ESP); "
                          "-1 (default): pass no option (250 ms)")
     ap.add_argument("--strace", metavar="FILE", help="also write strace -c -f of the agent to FILE")
+    ap.add_argument("--track", action="store_true",
+                    help="the agent watches the stream's netns (--netns): each SPD record is then matched with its "
+                         "XFRM message, the tracked path")
+    ap.add_argument("--sidebyside", metavar="ROOT",
+                    help="also run Debian's auditd + laurel unpacked in ROOT and ipsec-audit-floor on the stream")
     ap.add_argument("--smoke", action="store_true", help="short run: checks the harness works, asserts no figure")
     a = ap.parse_args()
     if a.smoke:
