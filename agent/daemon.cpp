@@ -594,7 +594,7 @@ struct NoReadClock {
   using rep = duration::rep;
   using period = duration::period;
   using time_point = std::chrono::time_point<NoReadClock, duration>;
-  static constexpr bool is_steady = true;
+  [[maybe_unused]] static constexpr bool is_steady = true;
   static inline std::optional<time_point> given;  // the loop's thread only
   static time_point now() noexcept {
     if (!given) return time_point::max();
