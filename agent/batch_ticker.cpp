@@ -6,7 +6,7 @@ void BatchTicker::wake() {
   idle_ = 0;
   if (!enabled() || ticking_) return;
   ticking_ = true;
-  next_ = Clock::now() + period_;
+  next_ = clock_.now() + period_;  // this wake-up's time: no read of its own
 }
 
 bool BatchTicker::run_if_due(Clock::time_point now) {

@@ -21,6 +21,37 @@
 
 namespace ipsec {
 
+// LoopClock: the agent's time at one wake-up of its loop (issue 17). Under
+// TCG every clock read is an emulated HPET read, dearer than the record it
+// stamps, so the per-record paths (the flood limiter's time, the ticker's
+// due check) share one read per wake-up: the daemon's loop calls
+// new_wakeup() before each wait, and now() reads the steady clock at its
+// first call after that, then returns the same time until the next wait.
+// Outside the loop (start-up, stop, tests) every call reads the clock.
+class LoopClock {
+ public:
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point now() {
+    if (!caching_) return Clock::now();
+    if (!have_) {
+      now_ = Clock::now();
+      have_ = true;
+    }
+    return now_;
+  }
+  void new_wakeup() { have_ = false; }
+  // The loop runs: one read per wake-up from now on (false: every call reads).
+  void set_caching(bool on) {
+    caching_ = on;
+    have_ = false;
+  }
+
+ private:
+  Clock::time_point now_{};
+  bool have_{false};
+  bool caching_{false};
+};
+
 class BatchTicker {
  public:
   using Clock = std::chrono::steady_clock;
@@ -46,8 +77,11 @@ class BatchTicker {
   // Inside the tick callback (the pipeline then leaves the flush to the tick).
   bool in_tick() const { return in_tick_; }
   std::uint64_t ticks() const { return ticks_; }
+  // The loop's time (one read per wake-up while the loop runs).
+  LoopClock& clock() { return clock_; }
 
  private:
+  LoopClock clock_;
   std::chrono::milliseconds period_;
   Tick tick_;
   Clock::time_point next_{};

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "agent/log.hpp"
 #include "agent/netns_watch.hpp"
@@ -582,17 +583,54 @@ void Daemon::write_stopped(int signo) {
   io_.stop();
 }
 
+namespace {
+// io_context::run_one_until reads its clock before the wait and again after
+// a wait that ran no handler. This clock reads none: its first now() is the
+// time the loop has read at this wake-up (set in `given`), any later one says
+// the deadline is reached; the loop then reads the time itself at its next
+// turn and waits again if the tick is not due (a wait cut short).
+struct NoReadClock {
+  using duration = std::chrono::steady_clock::duration;
+  using rep = duration::rep;
+  using period = duration::period;
+  using time_point = std::chrono::time_point<NoReadClock, duration>;
+  [[maybe_unused]] static constexpr bool is_steady = true;
+  static inline std::optional<time_point> given;  // the loop's thread only
+  static time_point now() noexcept {
+    if (!given) return time_point::max();
+    const time_point t = *given;
+    given.reset();
+    return t;
+  }
+  static time_point from(std::chrono::steady_clock::time_point t) { return time_point(t.time_since_epoch()); }
+};
+}  // namespace
+
 void Daemon::run_loop() {
   // While the ticker ticks, the wait for its next tick is the timeout of the
-  // loop's own epoll_wait (run_one_until): no timer is set per tick.
+  // loop's own epoll_wait (run_one_until): no timer is set per tick. One
+  // clock read per wake-up (LoopClock): the due check, the tick's records
+  // (flood limiter) and the wait after the tick all use it; a tick's
+  // duration makes the next wake-up that much later, never the grid.
+  LoopClock& clock = ticker_->clock();
+  clock.set_caching(true);
   while (!io_.stopped()) {
     if (ticker_->ticking()) {
-      if (ticker_->run_if_due(BatchTicker::Clock::now())) continue;
-      io_.run_one_until(ticker_->next());
-    } else if (io_.run_one() == 0) {
-      break;  // no work left (cannot happen while the signals are waited for)
+      const auto now = clock.now();
+      if (ticker_->run_if_due(now) && !ticker_->ticking()) {
+        clock.new_wakeup();
+        continue;  // idle: the next wait has no deadline
+      }
+      clock.new_wakeup();
+      NoReadClock::given = NoReadClock::from(now);
+      io_.run_one_until(NoReadClock::from(ticker_->next()));
+      NoReadClock::given.reset();
+    } else {
+      clock.new_wakeup();
+      if (io_.run_one() == 0) break;  // no work left (cannot happen while the signals are waited for)
     }
   }
+  clock.set_caching(false);
 }
 
 int Daemon::run() {
@@ -619,6 +657,8 @@ int Daemon::run() {
   // Batched work under a stream (issue 17): one tick per batch.delay_ms while
   // records flow; 0 reads and writes each record at once.
   ticker_ = std::make_unique<BatchTicker>(std::chrono::milliseconds(opts_.batch_delay_ms));
+  // The flood limiter's time: the loop's, read once per wake-up, not per record.
+  pipeline_->set_clock([this] { return ticker_->clock().now(); });
   ticker_->set_tick([this] {
     bool busy = false;
     if (audit_) busy = audit_->tick() || busy;

@@ -301,6 +301,9 @@ bool KernelAuditSource::drain(int batch) {
   bool more = false;
   int done = 0;
   last_read_ = 0;
+  // The agent's receive time of the records: read once per drain (one read
+  // batch: a tick's, or what is queued at stop), not per recvmmsg or record.
+  std::optional<std::chrono::system_clock::time_point> now;
   while (done < batch) {
     const std::size_t want = std::min<std::size_t>(kSlots, static_cast<std::size_t>(batch - done));
     const std::size_t n = mcast_->receive_many(buf_, kSlot, std::span(got_.data(), want));
@@ -317,14 +320,14 @@ bool KernelAuditSource::drain(int batch) {
       }
       break;  // again: nothing more queued
     }
-    const auto now = std::chrono::system_clock::now();
+    if (!now) now = std::chrono::system_clock::now();
     for (std::size_t i = 0; i < n; ++i) {
       const auto& r = got_[i];
       if (r.status == NetlinkSocket::RecvStatus::rejected || r.status == NetlinkSocket::RecvStatus::truncated) {
         ++stats_.rejected;
         continue;
       }
-      handle_datagram(std::span<const std::uint8_t>(buf_.data() + i * kSlot, r.size), now);
+      handle_datagram(std::span<const std::uint8_t>(buf_.data() + i * kSlot, r.size), *now);
     }
     done += static_cast<int>(n);
     if (n < want) break;  // the queue is empty: no EAGAIN call needed

@@ -602,11 +602,12 @@ void XfrmTracker::arm_correlator() {
   });
 }
 
-void XfrmTracker::enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits) {
-  std::vector<const XfrmTable*> tables;
-  tables.reserve(watchers_.size());
-  for (const auto& w : watchers_) tables.push_back(&w->table);
-  for (const auto& [i, s] : match_packet_event(e, tables).hits) hits.emplace_back(watchers_[i].get(), s);
+void XfrmTracker::enrich(Event& e) {
+  tables_.clear();
+  for (const auto& w : watchers_) tables_.push_back(&w->table);
+  match_packet_event(e, tables_, table_hits_);
+  hits_.clear();
+  for (const auto& [i, s] : table_hits_) hits_.emplace_back(watchers_[i].get(), s);
 }
 
 void XfrmTracker::set_audit_expected(bool on) {
@@ -615,7 +616,7 @@ void XfrmTracker::set_audit_expected(bool on) {
   arm_correlator();
 }
 
-void XfrmTracker::on_audit_event(Event e) {
+void XfrmTracker::on_audit_event(Event&& e) {
   if (ChangeCorrelator::joins(e.kind)) {
     correlator_.add(std::move(e), ChangeCorrelator::Clock::now());
     arm_correlator();
@@ -637,9 +638,9 @@ void XfrmTracker::on_audit_event(Event e) {
     sink_(e);
     return;
   }
-  std::vector<std::pair<Watcher*, const SaEntry*>> hits;
-  enrich(e, hits);
-  count_record(e, hits);
+  enrich(e);
+  count_record(e);
+  const auto& hits = hits_;
   if (e.kind != EventKind::replay_check_failed) {
     sink_(e);
     return;
@@ -852,7 +853,7 @@ void XfrmTracker::prune_sa_stats(Watcher& w) {
   }
 }
 
-void XfrmTracker::count_record(const Event& e, const std::vector<std::pair<Watcher*, const SaEntry*>>& hits) {
+void XfrmTracker::count_record(const Event& e) {
   if (cfg_.counters_interval.count() <= 0) return;
   switch (e.kind) {
     case EventKind::incorrect_spi:
@@ -866,10 +867,18 @@ void XfrmTracker::count_record(const Event& e, const std::vector<std::pair<Watch
     case EventKind::replay_sequence_too_low:
       // An ambiguous record counts for every SA it may be about: a loss is
       // then a lower bound, never invented.
-      for (const auto& [w, s] : hits) {
-        const SaKey k = sa_key(s->sa);
-        recon_.seen(LossKey{e.kind == EventKind::integrity_check_failed ? kIntegrity : kReplay, w->label, k.spi,
-                            sa_identity(k)});
+      for (const auto& [w, s] : hits_) {
+        const char* counter = e.kind == EventKind::integrity_check_failed ? kIntegrity : kReplay;
+        SaKey k = sa_key(s->sa);
+        // The same pairing as the last record's (a stream on one SA): its key
+        // as built then. The label is compared too: a watcher dropped and
+        // another made at the same address may have another one.
+        if (!last_seen_ || last_seen_->counter != counter || last_seen_->watcher != w || !(last_seen_->sa == k) ||
+            last_seen_->key.netns != w->label) {
+          LossKey lk{counter, w->label, k.spi, sa_identity(k)};
+          last_seen_ = SeenKey{counter, w, std::move(k), std::move(lk)};
+        }
+        recon_.seen(last_seen_->key);
         w->sa_records = true;
       }
       return;

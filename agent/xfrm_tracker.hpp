@@ -88,7 +88,7 @@ class XfrmTracker {
   // until those first dumps are done (call before io_context::run).
   Result<Unit> start();
   // Every kernel-audit event passes through here on its way to the sinks.
-  void on_audit_event(Event e);
+  void on_audit_event(Event&& e);
   // Kernel audit is on and its records reach this agent (it runs in the
   // initial netns): SAD/SPD changes from XFRM then wait for their audit
   // records beyond the correlation window (see ChangeCorrelator). Later
@@ -162,7 +162,8 @@ class XfrmTracker {
   // Tells the correlator how far every watched XFRM socket has been read
   // (each found empty at some time; a poll finds which are empty now).
   void note_xfrm_read();
-  void enrich(Event& e, std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
+  // The SAs a packet record is about, into hits_ (reused: no allocation per record).
+  void enrich(Event& e);
   void emit_lost(const Watcher& w, std::uint64_t count);
   void maybe_stopped();
   void warn_once(const NetnsId& id, const std::string& what);
@@ -176,7 +177,7 @@ class XfrmTracker {
   void take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now, bool final);
   // Forgets the stats of SAs no longer in the table (a flush, a resync).
   void prune_sa_stats(Watcher& w);
-  void count_record(const Event& e, const std::vector<std::pair<Watcher*, const SaEntry*>>& hits);
+  void count_record(const Event& e);
   void emit_loss(const Loss& l);
 
   boost::asio::io_context& io_;
@@ -206,6 +207,19 @@ class XfrmTracker {
   }
   bool stopping_{false};
   Reconciler recon_;
+  // The packet path's reused storage (single-threaded, not re-entered).
+  std::vector<const XfrmTable*> tables_;
+  std::vector<std::pair<std::size_t, const SaEntry*>> table_hits_;
+  std::vector<std::pair<Watcher*, const SaEntry*>> hits_;
+  // The last per-SA pairing a packet record counted for: a stream of records
+  // on one SA builds its LossKey (text) once, not per record.
+  struct SeenKey {
+    const char* counter{nullptr};
+    const Watcher* watcher{nullptr};
+    SaKey sa;
+    LossKey key;
+  };
+  std::optional<SeenKey> last_seen_;
   bool final_counters_read_{false};
   std::function<void()> before_settle_;
   boost::asio::steady_timer counter_timer_;

@@ -42,12 +42,37 @@ void FloodLimiter::configure(const FloodConfig& c) {
   // Sized for max_keys and the overflow keys: a rehash would allocate on the
   // event path.
   map_.reserve(c.max_keys + kEventKindCount);
+  last_bucket_ = nullptr;
   for (auto& kv : map_) kv.second.tokens = std::min(kv.second.tokens, static_cast<double>(cfg_.burst));
   next_check_ = Clock::time_point::min();  // windows and idle times are measured anew at the next collect
 }
 
 bool FloodLimiter::limited(const Event& e) {
   return e.count == 1 && e.source != Source::counters && is_packet_event(e.kind);
+}
+
+FloodLimiter::Bucket& FloodLimiter::lookup(const Key& want, Clock::time_point now) {
+  Key k = want;
+  auto it = map_.find(k);
+  if (it == map_.end()) {
+    if (tracked_ >= cfg_.max_keys) {
+      k = Key{};
+      k.kind = want.kind;
+      k.overflow = true;
+      it = map_.find(k);
+    } else {
+      ++tracked_;
+    }
+    if (it == map_.end()) {
+      it = map_.try_emplace(k).first;
+      it->second.tokens = cfg_.burst;
+      it->second.refilled = now;
+      due_at(now + cfg_.interval);  // eviction when it stays idle
+    }
+  }
+  last_key_ = want;
+  last_bucket_ = &it->second;
+  return it->second;
 }
 
 bool FloodLimiter::admit(const Event& e, Clock::time_point now) {
@@ -62,24 +87,7 @@ bool FloodLimiter::admit(const Event& e, Clock::time_point now) {
     k.has_src = true;
     k.src = *e.src;
   }
-  auto it = map_.find(k);
-  if (it == map_.end()) {
-    if (tracked_ >= cfg_.max_keys) {
-      k = Key{};
-      k.kind = e.kind;
-      k.overflow = true;
-      it = map_.find(k);
-    } else {
-      ++tracked_;
-    }
-    if (it == map_.end()) {
-      it = map_.try_emplace(k).first;
-      it->second.tokens = cfg_.burst;
-      it->second.refilled = now;
-      due_at(now + cfg_.interval);  // eviction when it stays idle
-    }
-  }
-  Bucket& b = it->second;
+  Bucket& b = last_bucket_ != nullptr && k == last_key_ ? *last_bucket_ : lookup(k, now);
   if (now > b.refilled) {
     const double dt = std::chrono::duration<double>(now - b.refilled).count();
     b.tokens = std::min(static_cast<double>(cfg_.burst), b.tokens + dt * cfg_.rate);
@@ -158,6 +166,7 @@ Event FloodLimiter::summary(const Key& k, Bucket& b) const {
 void FloodLimiter::collect(Clock::time_point now, std::vector<Event>& out) {
   if (now < next_check_) return;
   next_check_ = Clock::time_point::max();
+  last_bucket_ = nullptr;  // keys may go (and a key past max_keys may get its own bucket now)
   for (auto it = map_.begin(); it != map_.end();) {
     Bucket& b = it->second;
     if (b.held > 0) {

@@ -80,12 +80,19 @@ class FloodLimiter {
   };
 
   Event summary(const Key& k, Bucket& b) const;
+  // The bucket of `want` (made if new; the overflow key's past max_keys).
+  Bucket& lookup(const Key& want, Clock::time_point now);
   void due_at(Clock::time_point t) {
     if (t < next_check_) next_check_ = t;
   }
 
   FloodConfig cfg_;
   std::unordered_map<Key, Bucket, KeyHash> map_;
+  // The last key admit() looked up and where it is: a flood is one key
+  // record after record (no hash, no bucket walk). Reset wherever an entry
+  // goes or the map may rehash (collect, configure).
+  Key last_key_{};
+  Bucket* last_bucket_{nullptr};
   std::size_t tracked_{0};  // keys other than the overflow keys
   std::uint64_t held_{0};
   Clock::time_point next_check_{Clock::time_point::max()};

@@ -26,5 +26,9 @@ struct PacketSaMatch {
 //    packet did not carry) are listed as candidates it did not match, with
 //    the reason where one can be told.
 PacketSaMatch match_packet_event(Event& e, const std::vector<const XfrmTable*>& tables);
+// The same, the hits into `hits` (cleared first): a caller that reuses it
+// allocates nothing per record once warm (the agent's packet path).
+void match_packet_event(Event& e, const std::vector<const XfrmTable*>& tables,
+                        std::vector<std::pair<std::size_t, const SaEntry*>>& hits);
 
 }  // namespace ipsec

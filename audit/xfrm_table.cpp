@@ -641,10 +641,7 @@ const XfrmPolicy* XfrmTable::find_policy(const PolicyKey& k) const {
 
 std::vector<const SaEntry*> XfrmTable::find(const IpAddress& daddr, std::uint32_t spi) const {
   std::vector<const SaEntry*> out;
-  if (spi == 0) return out;
-  for (auto it = sas_.lower_bound(SaKey{daddr, spi, 0, 0, 0, 0});
-       it != sas_.end() && it->first.daddr == daddr && it->first.spi == spi; ++it)
-    out.push_back(&it->second);
+  for_each_sa(daddr, spi, [&out](const SaEntry& s) { out.push_back(&s); });
   return out;
 }
 

@@ -98,6 +98,14 @@ class XfrmTable {
   const SaEntry* find(const SaKey& k) const;
   // Every SA with this destination and SPI (any proto, mark, if_id). SPI 0 never matches.
   std::vector<const SaEntry*> find(const IpAddress& daddr, std::uint32_t spi) const;
+  // The same, one call of `f(const SaEntry&)` each: no vector (the packet path).
+  template <typename F>
+  void for_each_sa(const IpAddress& daddr, std::uint32_t spi, F&& f) const {
+    if (spi == 0) return;
+    for (auto it = sas_.lower_bound(SaKey{daddr, spi, 0, 0, 0, 0});
+         it != sas_.end() && it->first.daddr == daddr && it->first.spi == spi; ++it)
+      f(it->second);
+  }
   // The entry's `sa` context (built once per state of the entry).
   std::shared_ptr<const SaContext> context(const SaEntry& e) const;
 

@@ -196,9 +196,10 @@ Result<Unit> parse_fields(std::string_view body, IpsecAuditRecord& r, std::strin
         continue;
       }
     } else {
-      const auto end = body.find(' ');
+      // The space found above ends the value too: the text is scanned once.
+      const auto end = sp == std::string_view::npos ? body.size() : sp - eq - 1;
       val = body.substr(0, end);
-      body.remove_prefix(end == std::string_view::npos ? body.size() : end);
+      body.remove_prefix(end);
     }
     if (auto e = parse_field(key, val, r)) {
       if (fail(*e)) return *e;

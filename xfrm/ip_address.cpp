@@ -7,19 +7,49 @@
 
 namespace ipsec {
 
+namespace {
+// glibc's inet_pton4, over a string_view (no copy, no NUL, no call): 1 to 3
+// decimal digits per octet, no leading zero, at most 255, exactly four.
+bool parse_v4(std::string_view s, std::uint8_t* out) {
+  std::uint8_t tmp[4] = {0, 0, 0, 0};
+  int octet = 0;
+  bool saw_digit = false;
+  for (const char ch : s) {
+    if (ch >= '0' && ch <= '9') {
+      const unsigned v = tmp[octet] * 10U + static_cast<unsigned>(ch - '0');
+      if (saw_digit && tmp[octet] == 0) return false;
+      if (v > 255) return false;
+      tmp[octet] = static_cast<std::uint8_t>(v);
+      saw_digit = true;
+    } else if (ch == '.' && saw_digit) {
+      if (octet == 3) return false;
+      ++octet;
+      saw_digit = false;
+    } else {
+      return false;
+    }
+  }
+  if (octet != 3 || !saw_digit) return false;
+  std::memcpy(out, tmp, 4);
+  return true;
+}
+}  // namespace
+
 std::optional<IpAddress> IpAddress::parse(std::string_view text) {
+  if (text.find(':') == std::string_view::npos) {
+    // The audit records' usual case, without inet_pton (same rules).
+    IpAddress a;
+    if (!parse_v4(text, a.bytes.data())) return std::nullopt;
+    a.family = Family::inet;
+    return a;
+  }
   char buf[INET6_ADDRSTRLEN + 8];
   if (text.empty() || text.size() >= sizeof buf || text.find('\0') != std::string_view::npos) return std::nullopt;
   std::memcpy(buf, text.data(), text.size());
   buf[text.size()] = '\0';
   IpAddress a;
-  if (text.find(':') == std::string_view::npos) {
-    if (inet_pton(AF_INET, buf, a.bytes.data()) != 1) return std::nullopt;
-    a.family = Family::inet;
-  } else {
-    if (inet_pton(AF_INET6, buf, a.bytes.data()) != 1) return std::nullopt;
-    a.family = Family::inet6;
-  }
+  if (inet_pton(AF_INET6, buf, a.bytes.data()) != 1) return std::nullopt;
+  a.family = Family::inet6;
   return a;
 }
 

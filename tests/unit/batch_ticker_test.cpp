@@ -9,6 +9,26 @@ namespace {
 
 using std::chrono::milliseconds;
 
+TEST(LoopClock, OneReadPerWakeUpWhileTheLoopRunsEveryCallOtherwise) {
+  LoopClock c;
+  const auto a = c.now();
+  // Not caching (start-up, stop): each call reads the clock, which goes on.
+  auto b = c.now();
+  for (int i = 0; i < 1000000 && b == a; ++i) b = c.now();
+  EXPECT_GT(b, a);
+  c.set_caching(true);
+  const auto w1 = c.now();
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(c.now(), w1) << "one wake-up, one time";
+  c.new_wakeup();
+  auto w2 = c.now();
+  EXPECT_GE(w2, w1);
+  for (int i = 0; i < 1000000 && w2 == w1; ++i) {
+    c.new_wakeup();
+    w2 = c.now();
+  }
+  EXPECT_GT(w2, w1) << "read again after the next wait";
+}
+
 TEST(BatchTicker, PeriodZeroIsDisabledAndNeverTicks) {
   BatchTicker t(milliseconds(0));
   int ran = 0;

@@ -184,6 +184,26 @@ TEST(FloodLimiter, BeyondMaxKeysOneOverflowKeyPerKind) {
   EXPECT_EQ(overflow, 2);
 }
 
+TEST(FloodLimiter, AKeyPastMaxKeysGetsItsOwnBucketOnceAKeyIsEvicted) {
+  // The limiter remembers the last key's bucket (a flood is one key record
+  // after record); a key that went to the overflow key must not stay there
+  // once room is made.
+  FloodLimiter f(cfg(0, 1, 5, 1));
+  EXPECT_TRUE(f.admit(packet(EventKind::incorrect_spi, 1, "10.0.0.1", 1), T0));
+  EXPECT_TRUE(f.admit(packet(EventKind::incorrect_spi, 2, "10.0.0.1", 1), T0)) << "the overflow key's burst";
+  EXPECT_FALSE(f.admit(packet(EventKind::incorrect_spi, 2, "10.0.0.1", 2), T0)) << "the overflow key, again";
+  EXPECT_EQ(f.keys(), 2u);
+  std::vector<Event> out;
+  f.collect(T0 + 5s, out);  // key 1 idle: evicted; the overflow key's summary is due
+  EXPECT_EQ(summarised_in(out), 1u);
+  EXPECT_TRUE(f.admit(packet(EventKind::incorrect_spi, 2, "10.0.0.1", 3), T0 + 6s)) << "its own key now, a full bucket";
+  EXPECT_FALSE(f.admit(packet(EventKind::incorrect_spi, 2, "10.0.0.1", 4), T0 + 6s));
+  std::vector<Event> held;
+  f.flush(held);
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].spi, 2u) << "held under key 2 itself, not the overflow key";
+}
+
 TEST(FloodLimiter, FlushWritesEveryHeldSummaryOnce) {
   FloodLimiter f(cfg(0, 1, 60));
   for (std::uint32_t i = 0; i < 10; ++i) f.admit(packet(EventKind::incorrect_spi, i % 3, "10.0.0.1", i), T0);

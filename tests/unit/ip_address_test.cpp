@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 
 using namespace ipsec;
 
@@ -21,6 +22,23 @@ TEST(IpAddress, Rejects) {
   EXPECT_FALSE(IpAddress::parse("fd00::1::2"));
   EXPECT_FALSE(IpAddress::parse(std::string(200, '1')));
   EXPECT_FALSE(IpAddress::parse(std::string_view("10.0.0.1\0", 9)));
+}
+
+TEST(IpAddress, Ipv4ParseMatchesInetPton) {
+  // parse() reads IPv4 itself: what it takes and refuses is inet_pton's.
+  for (const char* t : {"10.0.0.1", "0.0.0.0", "255.255.255.255", "1.2.3.4", "01.2.3.4", "1.2.3.04", "1.2.3.0",
+                        "256.1.1.1", "1.2.3", "1.2.3.4.5", "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4 ", " 1.2.3.4",
+                        "1.2.3.a", "1.2.3.-4", "1.2.3.1000", "00.0.0.0", "0.0.0.00", "127.1", "0x1.2.3.4",
+                        "1.2.3.4/24", "", ".", "1", "199.99.9.255"}) {
+    unsigned char want[4] = {};
+    const bool ok = inet_pton(AF_INET, t, want) == 1;
+    const auto got = IpAddress::parse(t);
+    ASSERT_EQ(got.has_value(), ok) << "'" << t << "'";
+    if (ok) {
+      EXPECT_EQ(got->family, Family::inet) << t;
+      EXPECT_EQ(std::memcmp(got->bytes.data(), want, 4), 0) << t;
+    }
+  }
 }
 
 TEST(IpAddress, UnspecifiedAndOrdering) {
