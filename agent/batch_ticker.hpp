@@ -45,12 +45,15 @@ class BatchTicker {
   bool run_if_due(Clock::time_point now);
   // Inside the tick callback (the pipeline then leaves the flush to the tick).
   bool in_tick() const { return in_tick_; }
+  // Inside the tick callback: the time the tick was run for (no clock read).
+  Clock::time_point now() const { return now_; }
   std::uint64_t ticks() const { return ticks_; }
 
  private:
   std::chrono::milliseconds period_;
   Tick tick_;
   Clock::time_point next_{};
+  Clock::time_point now_{};
   bool ticking_{false};
   bool in_tick_{false};
   int idle_{0};

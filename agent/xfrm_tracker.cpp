@@ -92,6 +92,7 @@ struct XfrmTracker::Watcher {
   std::optional<NetlinkSocket> mcast;
   std::optional<boost::asio::posix::stream_descriptor> desc;
   std::shared_ptr<NetlinkRequester> requester;
+  ReplayResolver::Source replay_src;  // what a replay record's batch keeps (built once)
   XfrmTable table;
   int parked{-1};  // the descriptor of desc while it is out of epoll (batched, busy)
   bool ready{false};      // the first dump is in
@@ -137,8 +138,10 @@ XfrmTracker::XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink
           [this](const void* owner, const XfrmSa& fresh, std::vector<Event>& events) {
             for (const auto& w : watchers_) {
               if (w.get() != owner) continue;
-              if (const SaEntry* entry = w->table.refresh(fresh))
-                for (auto& e : events) e.sa = w->table.context(*entry);
+              if (const SaEntry* entry = w->table.refresh(fresh)) {
+                const auto ctx = w->table.context(*entry);
+                for (auto& e : events) e.sa = ctx;
+              }
             }
           },
           stats_.getsa_requests),
@@ -221,6 +224,7 @@ Result<XfrmTracker::Watcher*> XfrmTracker::open_watcher(const NetnsFound& ns, bo
   auto rq = NetlinkRequester::create(io_, std::move(*ctl), cfg_.reply_timeout);
   if (!rq) return rq.error();
   w->requester = std::move(*rq);
+  w->replay_src = ReplayResolver::Source{w.get(), w->label, w->requester};
   std::vector<unsigned> groups{kXfrmGroupAcquire, kXfrmGroupExpire,  kXfrmGroupSa,
                                kXfrmGroupPolicy,  kXfrmGroupMigrate, kXfrmGroupMapping};
   if (cfg_.aevents) groups.push_back(kXfrmGroupAevents);
@@ -575,6 +579,9 @@ bool XfrmTracker::tick() {
     }
     busy = busy || correlator_.pending() > 0;
   }
+  // Replay records held for their GETSA: the batches due are decided now,
+  // with this tick's records (one write).
+  if (replays_.holding()) busy = replays_.tick(ticker_->now()) || busy;
   return busy;
 }
 
@@ -654,7 +661,7 @@ void XfrmTracker::on_audit_event(Event e) {
     return;
   }
   Watcher* w = hits[0].first;
-  replays_.add(std::move(e), ReplayResolver::Source{w, w->label, w->requester}, hits[0].second->sa);
+  replays_.add(std::move(e), w->replay_src, hits[0].second->sa);
 }
 
 void XfrmTracker::stop(std::function<void()> done) {

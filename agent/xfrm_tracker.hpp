@@ -80,7 +80,11 @@ class XfrmTracker {
 
   // Batched (issue 17): the correlator releases what is due at the ticker's
   // ticks instead of on a timer of its own (null or disabled: its timer).
-  void set_ticker(BatchTicker* t) { ticker_ = t; }
+  // Held replay records are decided at its ticks too.
+  void set_ticker(BatchTicker* t) {
+    ticker_ = t;
+    replays_.set_ticker(t);
+  }
   // At each tick: what the correlator decided. True while it holds anything.
   bool tick();
 
