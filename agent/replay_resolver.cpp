@@ -8,18 +8,26 @@
 
 namespace ipsec {
 
-std::size_t ReplayResolver::KeyHash::operator()(const Key& k) const {
+std::size_t SaKeyHash::operator()(const SaKey& k) const {
   std::uint64_t lo = 0, hi = 0;
-  std::memcpy(&lo, k.sa.daddr.bytes.data(), sizeof lo);
-  std::memcpy(&hi, k.sa.daddr.bytes.data() + sizeof lo, sizeof hi);
-  std::size_t h = std::hash<const void*>{}(k.owner);
-  const auto mix = [&h](std::uint64_t v) { h ^= std::hash<std::uint64_t>{}(v) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
+  std::memcpy(&lo, k.daddr.bytes.data(), sizeof lo);
+  std::memcpy(&hi, k.daddr.bytes.data() + sizeof lo, sizeof hi);
+  std::uint64_t h = 0;
+  const auto mix = [&h](std::uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+  };
   mix(lo);
   mix(hi);
-  mix((std::uint64_t{k.sa.spi} << 32) | (std::uint64_t{k.sa.proto} << 8) | static_cast<std::uint64_t>(k.sa.daddr.family));
-  mix((std::uint64_t{k.sa.mark_value} << 32) | k.sa.mark_mask);
-  mix(k.sa.if_id);
-  return h;
+  mix((std::uint64_t{k.spi} << 32) | (std::uint64_t{k.proto} << 8) | static_cast<std::uint64_t>(k.daddr.family));
+  mix((std::uint64_t{k.mark_value} << 32) | k.mark_mask);
+  mix(k.if_id);
+  return static_cast<std::size_t>(h);
+}
+
+std::size_t ReplayResolver::KeyHash::operator()(const Key& k) const {
+  return SaKeyHash{}(k.sa) ^ (std::hash<const void*>{}(k.owner) * 0x9E3779B97F4A7C15ULL);
 }
 
 struct ReplayResolver::Batch {

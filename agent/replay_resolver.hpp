@@ -39,6 +39,11 @@
 
 namespace ipsec {
 
+// For per-SA maps on the per-record path (no key text built per record).
+struct SaKeyHash {
+  std::size_t operator()(const SaKey& k) const;
+};
+
 class ReplayResolver {
  public:
   using EventSink = std::function<void(const Event&)>;

@@ -357,6 +357,7 @@ bool XfrmTracker::alive(const Watcher* w) const {
 void XfrmTracker::drop(Watcher* w, const std::string& why) {
   if (!why.empty()) log(LogLevel::info, why);
   replays_.forget(w);
+  fold_seen();
   recon_.close_if([&](const LossKey& k) { return k.spi && k.netns == w->label; });
   const bool was_ready = w->ready;
   std::erase_if(watchers_, [w](const std::unique_ptr<Watcher>& x) { return x.get() == w; });
@@ -732,6 +733,7 @@ void XfrmTracker::arm_counters() {
     for (std::size_t i = 0; i < watchers_.size(); ++i)
       if (watchers_[i]->ready && watchers_[i]->stat_fd.get() >= 0) read_counters(*watchers_[i]);
     if (before_settle_) before_settle_();
+    fold_seen();
     for (const auto& l : recon_.settle()) emit_loss(l);
     arm_counters();
   });
@@ -762,6 +764,7 @@ void XfrmTracker::read_final_counters(std::function<void()> done) {
 
 void XfrmTracker::reconcile_final() {
   if (cfg_.counters_interval.count() <= 0 || !final_counters_read_) return;
+  fold_seen();
   for (const auto& l : recon_.settle(true)) emit_loss(l);
 }
 
@@ -832,6 +835,7 @@ void XfrmTracker::dump_sa_stats(Watcher& w, std::function<void()> then) {
 }
 
 void XfrmTracker::take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now, bool final) {
+  fold_seen();
   auto it = w.sa_stats.find(k);
   const XfrmStats before = it == w.sa_stats.end() ? XfrmStats{} : it->second;  // new since the baseline: from 0
   const LossKey ki{kIntegrity, w.label, k.spi, sa_identity(k)};
@@ -848,6 +852,7 @@ void XfrmTracker::take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now
 }
 
 void XfrmTracker::prune_sa_stats(Watcher& w) {
+  fold_seen();
   for (auto it = w.sa_stats.begin(); it != w.sa_stats.end();) {
     if (w.table.find(it->first)) {
       ++it;
@@ -874,9 +879,7 @@ void XfrmTracker::count_record(const Event& e, const std::vector<std::pair<Watch
       // An ambiguous record counts for every SA it may be about: a loss is
       // then a lower bound, never invented.
       for (const auto& [w, s] : hits) {
-        const SaKey k = sa_key(s->sa);
-        recon_.seen(LossKey{e.kind == EventKind::integrity_check_failed ? kIntegrity : kReplay, w->label, k.spi,
-                            sa_identity(k)});
+        ++seen_[SeenKey{w, sa_key(s->sa), e.kind == EventKind::integrity_check_failed}];
         w->sa_records = true;
       }
       return;
@@ -928,7 +931,17 @@ void XfrmTracker::emit_loss(const Loss& l) {
   sink_(e);
 }
 
+void XfrmTracker::fold_seen() const {
+  if (seen_.empty()) return;
+  for (const auto& kv : seen_)
+    recon_.seen(LossKey{kv.first.integrity ? kIntegrity : kReplay, kv.first.w->label, kv.first.sa.spi,
+                        sa_identity(kv.first.sa)},
+                kv.second);
+  seen_.clear();
+}
+
 nlohmann::json XfrmTracker::counter_detail() const {
+  fold_seen();
   nlohmann::json per = nlohmann::json::object();
   for (const auto& [label, m] : netns_deltas_) per[label] = m;
   return {{"interval_ms", cfg_.counters_interval.count()}, {"netns", std::move(per)},

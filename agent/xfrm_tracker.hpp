@@ -29,6 +29,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "audit/correlator.hpp"
@@ -209,7 +210,24 @@ class XfrmTracker {
     if (spd_listener_) spd_listener_();
   }
   bool stopping_{false};
-  Reconciler recon_;
+  // Records seen per SA since the last fold (count_record), folded into
+  // recon_ before anything reads or closes its entries: the LossKey (label
+  // and SA identity as text) is built per SA then, not per record. Mutable:
+  // counter_detail() folds too.
+  struct SeenKey {
+    const Watcher* w{nullptr};
+    SaKey sa;
+    bool integrity{false};
+    friend bool operator==(const SeenKey&, const SeenKey&) = default;
+  };
+  struct SeenKeyHash {
+    std::size_t operator()(const SeenKey& k) const {
+      return SaKeyHash{}(k.sa) ^ (std::hash<const void*>{}(k.w) * 0x9E3779B97F4A7C15ULL) ^ std::size_t{k.integrity};
+    }
+  };
+  mutable std::unordered_map<SeenKey, std::uint64_t, SeenKeyHash> seen_;
+  void fold_seen() const;
+  mutable Reconciler recon_;
   bool final_counters_read_{false};
   std::function<void()> before_settle_;
   boost::asio::steady_timer counter_timer_;
