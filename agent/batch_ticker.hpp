@@ -2,8 +2,9 @@
 // (issue 17). While records flow it ticks every `period` (batch.delay_ms); at
 // each tick one callback runs: the sources drain their sockets (taken out of
 // epoll while they are busy, so that datagrams arriving between ticks wake
-// nobody), the correlator releases what is due and the pipeline writes the
-// tick's records with one write per output.
+// nobody), the correlator releases what is due, the replay resolver sends
+// the GETSAs due and reads their answers (ReplayResolver::tick) and the
+// pipeline writes the tick's records with one write per output.
 //
 // The ticks are not a timer: the daemon's loop runs the io_context with
 // run_one_until(next tick), so the wait for the next tick is the timeout of
