@@ -12,6 +12,7 @@ void BatchTicker::wake() {
 bool BatchTicker::run_if_due(Clock::time_point now) {
   if (!ticking_ || now < next_) return false;
   ++ticks_;
+  now_ = now;
   in_tick_ = true;
   const bool busy = tick_ ? tick_() : false;
   in_tick_ = false;

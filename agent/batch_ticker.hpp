@@ -2,8 +2,9 @@
 // (issue 17). While records flow it ticks every `period` (batch.delay_ms); at
 // each tick one callback runs: the sources drain their sockets (taken out of
 // epoll while they are busy, so that datagrams arriving between ticks wake
-// nobody), the correlator releases what is due and the pipeline writes the
-// tick's records with one write per output.
+// nobody), the correlator releases what is due, the replay resolver sends
+// the GETSAs due and reads their answers (ReplayResolver::tick) and the
+// pipeline writes the tick's records with one write per output.
 //
 // The ticks are not a timer: the daemon's loop runs the io_context with
 // run_one_until(next tick), so the wait for the next tick is the timeout of
@@ -76,6 +77,8 @@ class BatchTicker {
   bool run_if_due(Clock::time_point now);
   // Inside the tick callback (the pipeline then leaves the flush to the tick).
   bool in_tick() const { return in_tick_; }
+  // Inside the tick callback: the time the tick was run for (no clock read).
+  Clock::time_point now() const { return now_; }
   std::uint64_t ticks() const { return ticks_; }
   // The loop's time (one read per wake-up while the loop runs).
   LoopClock& clock() { return clock_; }
@@ -85,6 +88,7 @@ class BatchTicker {
   std::chrono::milliseconds period_;
   Tick tick_;
   Clock::time_point next_{};
+  Clock::time_point now_{};
   bool ticking_{false};
   bool in_tick_{false};
   int idle_{0};

@@ -53,16 +53,40 @@ void NetlinkRequester::start_next() {
   if (closed_ || current_ || queue_.empty()) return;
   current_.emplace(std::move(queue_.front()));
   queue_.pop_front();
+  if (!send_current()) return;
+  arm_read();
+  arm_deadline();
+}
+
+bool NetlinkRequester::send_current() {
   ++generation_;
   const std::uint32_t seq = seq_++;
   replies_.emplace(seq, current_->kind);
   const auto req = current_->build(seq);
   if (auto s = sock_.send(req); !s) {
     finish(s.error());
-    return;
+    return false;
   }
-  arm_read();
-  arm_deadline();
+  return true;
+}
+
+bool NetlinkRequester::request_now(Build build, ReplyKind kind, OnMessage on_message, OnDone on_done) {
+  if (closed_ || current_ || !queue_.empty()) {
+    request(std::move(build), kind, std::move(on_message), std::move(on_done));
+    return false;
+  }
+  auto self = shared_from_this();  // on_done may drop the last other owner
+  const std::uint64_t before = completed_;
+  current_.emplace(Pending{std::move(build), kind, std::move(on_message), std::move(on_done)});
+  if (!send_current()) return true;  // finished (failed): on_done was called
+  const std::uint64_t gen = generation_;
+  if (!read_queued(false)) return completed_ != before;
+  // Not all there yet (or more than one batch of it): wait as request() does.
+  if (generation_ == gen && current_) {
+    arm_read();
+    arm_deadline();
+  }
+  return false;
 }
 
 void NetlinkRequester::arm_read() {
@@ -86,6 +110,10 @@ void NetlinkRequester::arm_deadline() {
 }
 
 void NetlinkRequester::on_readable() {
+  if (read_queued(true)) arm_read();
+}
+
+bool NetlinkRequester::read_queued(bool rearm) {
   const std::uint64_t gen = generation_;
   for (int i = 0; i < kBatch; ++i) {
     const auto r = sock_.receive(buf_.span());
@@ -93,7 +121,7 @@ void NetlinkRequester::on_readable() {
     if (r.status == NetlinkSocket::RecvStatus::rejected) continue;  // wiped by receive
     if (r.status == NetlinkSocket::RecvStatus::overrun || r.status == NetlinkSocket::RecvStatus::error) {
       finish(make_error(Errc::io, std::string("netlink receive: ") + std::strerror(r.err), r.err));
-      return;
+      return false;
     }
     const Bytes datagram(buf_.data(), r.size);
     const auto state = r.status == NetlinkSocket::RecvStatus::truncated
@@ -101,18 +129,18 @@ void NetlinkRequester::on_readable() {
                            : replies_->on_datagram(datagram, current_->on_message);
     buf_.wipe(r.size);
     // on_message may have closed us.
-    if (generation_ != gen || !current_) return;
+    if (generation_ != gen || !current_) return false;
     if (state == ReplyAssembler::State::complete) {
       finish(Unit{});
-      return;
+      return false;
     }
     if (state == ReplyAssembler::State::failed) {
       finish(replies_->error());
-      return;
+      return false;
     }
-    arm_deadline();  // per datagram, not per request
+    if (rearm) arm_deadline();  // per datagram, not per request
   }
-  arm_read();
+  return generation_ == gen && current_.has_value();
 }
 
 void NetlinkRequester::finish(Result<Unit> r) {

@@ -49,6 +49,14 @@ class NetlinkRequester : public std::enable_shared_from_this<NetlinkRequester> {
   // always from the io_context (never from inside request()), unless the
   // requester is closed or destroyed first.
   void request(Build build, ReplyKind kind, OnMessage on_message, OnDone on_done);
+  // The same for a request the kernel answers inside sendmsg (GETSA: see
+  // ReplayResolver): when nothing is queued or in flight it is sent now and
+  // its replies read without waiting (MSG_DONTWAIT), with no epoll
+  // registration and no deadline when they are all there. Returns true when
+  // it is done: on_done has then been called, inside this call. Otherwise
+  // (busy, or a reply not there yet) it goes on as request() does and
+  // on_done comes later from the io_context. Never blocks.
+  bool request_now(Build build, ReplyKind kind, OnMessage on_message, OnDone on_done);
   // Drops every queued and in-flight request without calling them back.
   void close();
   bool idle() const { return !current_ && queue_.empty(); }
@@ -66,6 +74,12 @@ class NetlinkRequester : public std::enable_shared_from_this<NetlinkRequester> {
   void arm_read();
   void arm_deadline();
   void on_readable();
+  // Reads what is queued for the current request (up to kBatch datagrams);
+  // true while it still waits for more. `rearm`: each datagram pushes the
+  // deadline back (the asynchronous path).
+  bool read_queued(bool rearm);
+  // Sends current_'s request; false when the send failed (then finished).
+  bool send_current();
   void finish(Result<Unit> r);
 
   boost::asio::io_context& io_;

@@ -1,24 +1,42 @@
 #include "agent/replay_resolver.hpp"
 
+#include <cstring>
+
 #include "audit/normalize.hpp"
 #include "audit/replay_classifier.hpp"
 #include "audit/xfrm_table.hpp"
 
 namespace ipsec {
 
-namespace {
-std::string key_text(const std::string& netns, const SaKey& k) {
-  return netns + "|" + k.daddr.to_string() + "|" + std::to_string(k.spi) + "|" + std::to_string(k.proto) + "|" +
-         std::to_string(k.mark_value) + "/" + std::to_string(k.mark_mask) + "|" + std::to_string(k.if_id);
+std::size_t SaKeyHash::operator()(const SaKey& k) const {
+  std::uint64_t lo = 0, hi = 0;
+  std::memcpy(&lo, k.daddr.bytes.data(), sizeof lo);
+  std::memcpy(&hi, k.daddr.bytes.data() + sizeof lo, sizeof hi);
+  std::uint64_t h = 0;
+  const auto mix = [&h](std::uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+  };
+  mix(lo);
+  mix(hi);
+  mix((std::uint64_t{k.spi} << 32) | (std::uint64_t{k.proto} << 8) | static_cast<std::uint64_t>(k.daddr.family));
+  mix((std::uint64_t{k.mark_value} << 32) | k.mark_mask);
+  mix(k.if_id);
+  return static_cast<std::size_t>(h);
 }
-}  // namespace
+
+std::size_t ReplayResolver::KeyHash::operator()(const Key& k) const {
+  return SaKeyHash{}(k.sa) ^ (std::hash<const void*>{}(k.owner) * 0x9E3779B97F4A7C15ULL);
+}
 
 struct ReplayResolver::Batch {
   Source src;
-  std::string key;
+  Key key;
   XfrmSaRef ref;  // with the SA's mark: GETSA finds a marked SA only by it
   std::vector<Event> events;
-  std::optional<boost::asio::steady_timer> timer;
+  BatchTicker::Clock::time_point opened{};  // batched: when its first record came
+  std::optional<boost::asio::steady_timer> timer;  // not batched
 };
 
 ReplayResolver::ReplayResolver(boost::asio::io_context& io, std::chrono::milliseconds coalesce, EventSink sink,
@@ -31,36 +49,58 @@ ReplayResolver::ReplayResolver(boost::asio::io_context& io, std::chrono::millise
 
 ReplayResolver::~ReplayResolver() = default;
 
-void ReplayResolver::add(Event e, const Source& src, const XfrmSa& sa) {
-  const std::string k = key_text(src.label, sa_key(sa));
-  auto& batch = held_[k];
-  if (!batch) {
-    batch = std::make_unique<Batch>();
-    batch->src = src;
-    batch->key = k;
-    batch->ref = sa_ref(sa);
-    if (!last_stats_.contains(k)) last_stats_[k] = sa.stats;
-  }
-  batch->events.push_back(std::move(e));
-  if (!batch->timer) {
+void ReplayResolver::add(Event&& e, const Source& src, const XfrmSa& sa) {
+  Key k{src.owner, sa_key(sa)};
+  auto [it, inserted] = sas_.try_emplace(k);
+  PerSa& s = it->second;
+  if (inserted) s.last = sa.stats;
+  if (!s.held) {
     // Coalesce: one GETSA per SA per interval, however many records arrive.
-    batch->timer.emplace(io_);
-    batch->timer->expires_after(coalesce_);
-    batch->timer->async_wait([this, k](const boost::system::error_code& ec) {
-      if (!ec) classify(k);
-    });
+    s.held = std::make_unique<Batch>();
+    Batch& b = *s.held;
+    b.src = src;
+    b.key = k;
+    b.ref = sa_ref(sa);
+    ++held_;
+    if (ticker_ && ticker_->enabled()) {
+      // Decided at the first tick `coalesce` after this (a record drained by
+      // a tick counts from that tick: no clock read per batch there).
+      b.opened = ticker_->in_tick() ? ticker_->now() : BatchTicker::Clock::now();
+      order_.push_back(k);
+      ticker_->wake();
+    } else {
+      b.timer.emplace(io_);
+      b.timer->expires_after(coalesce_);
+      b.timer->async_wait([this, k](const boost::system::error_code& ec) {
+        if (!ec) classify(k);
+      });
+    }
   }
+  s.held->events.push_back(std::move(e));
 }
 
-void ReplayResolver::classify(const std::string& k) {
-  auto it = held_.find(k);
-  if (it == held_.end()) return;
-  std::unique_ptr<Batch> batch = std::move(it->second);
-  held_.erase(it);
+bool ReplayResolver::tick(BatchTicker::Clock::time_point now) {
+  // Opened in order with the same interval: the due batches are in front.
+  while (!order_.empty()) {
+    auto it = sas_.find(order_.front());
+    if (it != sas_.end() && it->second.held && now < it->second.held->opened + coalesce_) break;
+    const Key k = order_.front();
+    order_.pop_front();
+    classify(k);
+  }
+  return holding();
+}
+
+void ReplayResolver::classify(const Key& k) {
+  auto it = sas_.find(k);
+  if (it == sas_.end() || !it->second.held) return;
+  std::unique_ptr<Batch> batch = std::move(it->second.held);
+  --held_;
   if (batch->timer) batch->timer->cancel();  // when called at stop, before it fired
   // The namespace may be gone since the batch was opened.
   auto rq = batch->src.requester.lock();
   if (!rq) {
+    sas_.erase(it);  // its namespace is gone: no later delta is taken from it
     finish(std::move(batch), std::nullopt);
     return;
   }
@@ -69,21 +109,32 @@ void ReplayResolver::classify(const std::string& k) {
   const XfrmSaRef ref = batch->ref;
   const std::uint64_t id = next_id_++;
   inflight_.emplace(id, std::move(batch));
-  rq->request([ref](std::uint32_t seq) { return build_xfrm_get_sa(seq, ref); }, ReplyKind::reply_and_ack,
-              [fresh](const NetlinkMessage& m) {
-                auto p = parse_xfrm_message(m);
-                if (p)
-                  if (auto* n = std::get_if<XfrmNewSa>(&*p)) *fresh = n->sa;
-              },
-              [this, id, fresh](const Result<Unit>&) {
-                auto f = inflight_.find(id);
-                if (f == inflight_.end()) return;  // already decided (its netns went away)
-                auto held = std::move(f->second);
-                inflight_.erase(f);
-                // A GETSA that failed or timed out leaves `fresh` empty: basis unknown.
-                finish(std::move(held), std::move(*fresh));
-                maybe_flushed();
-              });
+  // The XFRM kernel answers a GETSA inside our sendmsg: netlink_sendmsg ->
+  // netlink_unicast -> netlink_unicast_kernel calls the kernel socket's
+  // input (xfrm_netlink_rcv -> netlink_rcv_skb -> xfrm_user_rcv_msg ->
+  // xfrm_get_sa) in the sender's context, and xfrm_get_sa queues the NEWSA
+  // on our socket with nlmsg_unicast (or returns the error), after which
+  // netlink_rcv_skb queues the ACK (NLM_F_ACK) or the error, all before
+  // send returns (net/xfrm/xfrm_user.c, net/netlink/af_netlink.c). So the
+  // reply is read at once with MSG_DONTWAIT (request_now): no epoll
+  // registration, no wake-up. When it is not there (our receive buffer
+  // full, the requester busy with a dump) the request goes on
+  // asynchronously, with its deadline, as before; never a blocking read.
+  rq->request_now([ref](std::uint32_t seq) { return build_xfrm_get_sa(seq, ref); }, ReplyKind::reply_and_ack,
+                  [fresh](const NetlinkMessage& m) {
+                    auto p = parse_xfrm_message(m);
+                    if (p)
+                      if (auto* n = std::get_if<XfrmNewSa>(&*p)) *fresh = std::move(n->sa);
+                  },
+                  [this, id, fresh](const Result<Unit>&) {
+                    auto f = inflight_.find(id);
+                    if (f == inflight_.end()) return;  // already decided (its netns went away)
+                    auto held = std::move(f->second);
+                    inflight_.erase(f);
+                    // A GETSA that failed or timed out leaves `fresh` empty: basis unknown.
+                    finish(std::move(held), std::move(*fresh));
+                    maybe_flushed();
+                  });
 }
 
 void ReplayResolver::forget(const void* owner) {
@@ -97,19 +148,29 @@ void ReplayResolver::forget(const void* owner) {
     it = inflight_.erase(it);
     finish(std::move(held), std::nullopt);
   }
+  // Its SAs' counters are no baseline for anything later (a held batch is
+  // decided, unknown, when it is due).
+  std::erase_if(sas_, [owner](const auto& kv) { return kv.first.owner == owner && !kv.second.held; });
   maybe_flushed();
+}
+
+std::vector<ReplayResolver::Key> ReplayResolver::take_held_keys() {
+  std::vector<Key> keys(order_.begin(), order_.end());
+  order_.clear();
+  if (keys.empty())  // not batched: no order kept
+    for (const auto& kv : sas_)
+      if (kv.second.held) keys.push_back(kv.first);
+  return keys;
 }
 
 void ReplayResolver::flush(std::function<void()> done) {
   flushed_ = std::move(done);
-  std::vector<std::string> keys;
-  for (const auto& [k, b] : held_) keys.push_back(k);
-  for (const auto& k : keys) classify(k);
+  for (const auto& k : take_held_keys()) classify(k);
   maybe_flushed();
 }
 
 void ReplayResolver::maybe_flushed() {
-  if (!flushed_ || !inflight_.empty() || !held_.empty()) return;
+  if (!flushed_ || !inflight_.empty() || held_ > 0) return;
   auto done = std::move(flushed_);
   flushed_ = nullptr;
   done();
@@ -119,10 +180,12 @@ void ReplayResolver::abandon() {
   flushed_ = nullptr;
   auto inflight = std::move(inflight_);
   inflight_.clear();
-  for (auto& [id, b] : inflight) finish(std::move(b), std::nullopt);
-  auto held = std::move(held_);
-  held_.clear();
-  for (auto& [k, b] : held) {
+  for (auto& kv : inflight) finish(std::move(kv.second), std::nullopt);
+  for (const auto& k : take_held_keys()) {
+    auto it = sas_.find(k);
+    if (it == sas_.end() || !it->second.held) continue;
+    auto b = std::move(it->second.held);
+    --held_;
     if (b->timer) b->timer->cancel();
     finish(std::move(b), std::nullopt);
   }
@@ -138,7 +201,7 @@ void ReplayResolver::finish(std::unique_ptr<Batch> batch, std::optional<XfrmSa> 
     }
     return;
   }
-  XfrmStats& last = last_stats_[batch->key];
+  XfrmStats& last = sas_[batch->key].last;
   const ReplayCounters before{last.replay, last.replay_window};
   const ReplayCounters after{fresh->stats.replay, fresh->stats.replay_window};
   last = fresh->stats;

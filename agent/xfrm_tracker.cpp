@@ -92,6 +92,7 @@ struct XfrmTracker::Watcher {
   std::optional<NetlinkSocket> mcast;
   std::optional<boost::asio::posix::stream_descriptor> desc;
   std::shared_ptr<NetlinkRequester> requester;
+  ReplayResolver::Source replay_src;  // what a replay record's batch keeps (built once)
   XfrmTable table;
   int parked{-1};  // the descriptor of desc while it is out of epoll (batched, busy)
   bool ready{false};      // the first dump is in
@@ -137,8 +138,10 @@ XfrmTracker::XfrmTracker(boost::asio::io_context& io, Config cfg, EventSink sink
           [this](const void* owner, const XfrmSa& fresh, std::vector<Event>& events) {
             for (const auto& w : watchers_) {
               if (w.get() != owner) continue;
-              if (const SaEntry* entry = w->table.refresh(fresh))
-                for (auto& e : events) e.sa = w->table.context(*entry);
+              if (const SaEntry* entry = w->table.refresh(fresh)) {
+                const auto ctx = w->table.context(*entry);
+                for (auto& e : events) e.sa = ctx;
+              }
             }
           },
           stats_.getsa_requests),
@@ -221,6 +224,7 @@ Result<XfrmTracker::Watcher*> XfrmTracker::open_watcher(const NetnsFound& ns, bo
   auto rq = NetlinkRequester::create(io_, std::move(*ctl), cfg_.reply_timeout);
   if (!rq) return rq.error();
   w->requester = std::move(*rq);
+  w->replay_src = ReplayResolver::Source{w.get(), w->label, w->requester};
   std::vector<unsigned> groups{kXfrmGroupAcquire, kXfrmGroupExpire,  kXfrmGroupSa,
                                kXfrmGroupPolicy,  kXfrmGroupMigrate, kXfrmGroupMapping};
   if (cfg_.aevents) groups.push_back(kXfrmGroupAevents);
@@ -353,6 +357,7 @@ bool XfrmTracker::alive(const Watcher* w) const {
 void XfrmTracker::drop(Watcher* w, const std::string& why) {
   if (!why.empty()) log(LogLevel::info, why);
   replays_.forget(w);
+  fold_seen();
   recon_.close_if([&](const LossKey& k) { return k.spi && k.netns == w->label; });
   const bool was_ready = w->ready;
   std::erase_if(watchers_, [w](const std::unique_ptr<Watcher>& x) { return x.get() == w; });
@@ -575,6 +580,9 @@ bool XfrmTracker::tick() {
     }
     busy = busy || correlator_.pending() > 0;
   }
+  // Replay records held for their GETSA: the batches due are decided now,
+  // with this tick's records (one write).
+  if (replays_.holding()) busy = replays_.tick(ticker_->now()) || busy;
   return busy;
 }
 
@@ -655,7 +663,7 @@ void XfrmTracker::on_audit_event(Event&& e) {
     return;
   }
   Watcher* w = hits[0].first;
-  replays_.add(std::move(e), ReplayResolver::Source{w, w->label, w->requester}, hits[0].second->sa);
+  replays_.add(std::move(e), w->replay_src, hits[0].second->sa);
 }
 
 void XfrmTracker::stop(std::function<void()> done) {
@@ -726,6 +734,7 @@ void XfrmTracker::arm_counters() {
     for (std::size_t i = 0; i < watchers_.size(); ++i)
       if (watchers_[i]->ready && watchers_[i]->stat_fd.get() >= 0) read_counters(*watchers_[i]);
     if (before_settle_) before_settle_();
+    fold_seen();
     for (const auto& l : recon_.settle()) emit_loss(l);
     arm_counters();
   });
@@ -756,6 +765,7 @@ void XfrmTracker::read_final_counters(std::function<void()> done) {
 
 void XfrmTracker::reconcile_final() {
   if (cfg_.counters_interval.count() <= 0 || !final_counters_read_) return;
+  fold_seen();
   for (const auto& l : recon_.settle(true)) emit_loss(l);
 }
 
@@ -826,6 +836,7 @@ void XfrmTracker::dump_sa_stats(Watcher& w, std::function<void()> then) {
 }
 
 void XfrmTracker::take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now, bool final) {
+  fold_seen();
   auto it = w.sa_stats.find(k);
   const XfrmStats before = it == w.sa_stats.end() ? XfrmStats{} : it->second;  // new since the baseline: from 0
   const LossKey ki{kIntegrity, w.label, k.spi, sa_identity(k)};
@@ -842,6 +853,7 @@ void XfrmTracker::take_sa_stats(Watcher& w, const SaKey& k, const XfrmStats& now
 }
 
 void XfrmTracker::prune_sa_stats(Watcher& w) {
+  fold_seen();
   for (auto it = w.sa_stats.begin(); it != w.sa_stats.end();) {
     if (w.table.find(it->first)) {
       ++it;
@@ -868,17 +880,7 @@ void XfrmTracker::count_record(const Event& e) {
       // An ambiguous record counts for every SA it may be about: a loss is
       // then a lower bound, never invented.
       for (const auto& [w, s] : hits_) {
-        const char* counter = e.kind == EventKind::integrity_check_failed ? kIntegrity : kReplay;
-        SaKey k = sa_key(s->sa);
-        // The same pairing as the last record's (a stream on one SA): its key
-        // as built then. The label is compared too: a watcher dropped and
-        // another made at the same address may have another one.
-        if (!last_seen_ || last_seen_->counter != counter || last_seen_->watcher != w || !(last_seen_->sa == k) ||
-            last_seen_->key.netns != w->label) {
-          LossKey lk{counter, w->label, k.spi, sa_identity(k)};
-          last_seen_ = SeenKey{counter, w, std::move(k), std::move(lk)};
-        }
-        recon_.seen(last_seen_->key);
+        ++seen_[SeenKey{w, sa_key(s->sa), e.kind == EventKind::integrity_check_failed}];
         w->sa_records = true;
       }
       return;
@@ -930,7 +932,17 @@ void XfrmTracker::emit_loss(const Loss& l) {
   sink_(e);
 }
 
+void XfrmTracker::fold_seen() const {
+  if (seen_.empty()) return;
+  for (const auto& kv : seen_)
+    recon_.seen(LossKey{kv.first.integrity ? kIntegrity : kReplay, kv.first.w->label, kv.first.sa.spi,
+                        sa_identity(kv.first.sa)},
+                kv.second);
+  seen_.clear();
+}
+
 nlohmann::json XfrmTracker::counter_detail() const {
+  fold_seen();
   nlohmann::json per = nlohmann::json::object();
   for (const auto& [label, m] : netns_deltas_) per[label] = m;
   return {{"interval_ms", cfg_.counters_interval.count()}, {"netns", std::move(per)},

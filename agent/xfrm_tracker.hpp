@@ -29,6 +29,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "audit/correlator.hpp"
@@ -80,7 +81,11 @@ class XfrmTracker {
 
   // Batched (issue 17): the correlator releases what is due at the ticker's
   // ticks instead of on a timer of its own (null or disabled: its timer).
-  void set_ticker(BatchTicker* t) { ticker_ = t; }
+  // Held replay records are decided at its ticks too.
+  void set_ticker(BatchTicker* t) {
+    ticker_ = t;
+    replays_.set_ticker(t);
+  }
   // At each tick: what the correlator decided. True while it holds anything.
   bool tick();
 
@@ -206,20 +211,28 @@ class XfrmTracker {
     if (spd_listener_) spd_listener_();
   }
   bool stopping_{false};
-  Reconciler recon_;
   // The packet path's reused storage (single-threaded, not re-entered).
   std::vector<const XfrmTable*> tables_;
   std::vector<std::pair<std::size_t, const SaEntry*>> table_hits_;
   std::vector<std::pair<Watcher*, const SaEntry*>> hits_;
-  // The last per-SA pairing a packet record counted for: a stream of records
-  // on one SA builds its LossKey (text) once, not per record.
+  // Records seen per SA since the last fold (count_record), folded into
+  // recon_ before anything reads or closes its entries: the LossKey (label
+  // and SA identity as text) is built per SA then, not per record. Mutable:
+  // counter_detail() folds too.
   struct SeenKey {
-    const char* counter{nullptr};
-    const Watcher* watcher{nullptr};
+    const Watcher* w{nullptr};
     SaKey sa;
-    LossKey key;
+    bool integrity{false};
+    friend bool operator==(const SeenKey&, const SeenKey&) = default;
   };
-  std::optional<SeenKey> last_seen_;
+  struct SeenKeyHash {
+    std::size_t operator()(const SeenKey& k) const {
+      return SaKeyHash{}(k.sa) ^ (std::hash<const void*>{}(k.w) * 0x9E3779B97F4A7C15ULL) ^ std::size_t{k.integrity};
+    }
+  };
+  mutable std::unordered_map<SeenKey, std::uint64_t, SeenKeyHash> seen_;
+  void fold_seen() const;
+  mutable Reconciler recon_;
   bool final_counters_read_{false};
   std::function<void()> before_settle_;
   boost::asio::steady_timer counter_timer_;

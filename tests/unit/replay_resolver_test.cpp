@@ -1,7 +1,8 @@
 // ReplayResolver without ESP: what it does when the SA's counters cannot be
-// read (namespace gone, GETSA refused), and how flush/abandon end. The
-// counter-based classification itself is classify_replay's (its own tests)
-// and the ESP lab's.
+// read (namespace gone, GETSA refused), how flush/abandon end, and when a
+// batch is decided under a BatchTicker (at a tick, its GETSA answered in
+// the tick). The counter-based classification itself is classify_replay's
+// (its own tests) and the ESP lab's.
 #include "agent/replay_resolver.hpp"
 
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 
 #include <cstdlib>
 
+#include "agent/batch_ticker.hpp"
 #include "xfrm/netns.hpp"
 
 using namespace ipsec;
@@ -34,12 +36,34 @@ XfrmSa some_sa() {
 }
 
 struct Fixture {
+  explicit Fixture(std::chrono::milliseconds coalesce = std::chrono::milliseconds(1)) : r(make(coalesce)) {}
+  ReplayResolver make(std::chrono::milliseconds coalesce) {
+    return ReplayResolver{io, coalesce, [this](const Event& e) { out.push_back(e); },
+                          [this](const void*, const XfrmSa&, std::vector<Event>&) { ++refreshed; }, getsa};
+  }
   boost::asio::io_context io;
   std::vector<Event> out;
   int refreshed{0};
   std::uint64_t getsa{0};
-  ReplayResolver r{io, std::chrono::milliseconds(1), [this](const Event& e) { out.push_back(e); },
-                   [this](const void*, const XfrmSa&, std::vector<Event>&) { ++refreshed; }, getsa};
+  ReplayResolver r;
+};
+
+// The daemon's ticker (50 ms) with the resolver's tick in it, as XfrmTracker
+// runs it; `during` runs inside the next tick, before the resolver's part.
+struct Ticked {
+  explicit Ticked(ReplayResolver& r) : resolver(r) {
+    r.set_ticker(&ticker);
+    ticker.set_tick([this] {
+      if (during) during();
+      during = nullptr;
+      return resolver.tick(ticker.now());
+    });
+  }
+  // Runs the next tick (at the time it is due: no clock is waited for).
+  void tick() { ASSERT_TRUE(ticker.run_if_due(ticker.next())); }
+  ReplayResolver& resolver;
+  BatchTicker ticker{std::chrono::milliseconds(50)};
+  std::function<void()> during;
 };
 }  // namespace
 
@@ -103,6 +127,102 @@ TEST(ReplayResolver, RefusedGetsaGivesUnknownBasis) {
     EXPECT_EQ(f.out[0].replay_basis, ReplayBasis::unknown);
     EXPECT_EQ(f.getsa, 1u);
     EXPECT_EQ(f.refreshed, 0);
+  }
+  EXPECT_EQ(std::system(("ip netns del " + name).c_str()), 0);
+}
+
+// Batched: no timer of its own; a batch is decided at the first tick at
+// least the coalescing interval (20 ms) after its first record: records
+// drained by one tick (50 ms) are decided at the next.
+TEST(ReplayResolver, BatchedDecidesAtTheFirstTickPastTheInterval) {
+  Fixture f(std::chrono::milliseconds(20));
+  Ticked t(f.r);
+  std::weak_ptr<NetlinkRequester> gone;
+  const ReplayResolver::Source src{&f, "vpn", gone};
+  t.ticker.wake();
+  const auto first = t.ticker.next();
+  t.during = [&] {
+    f.r.add(replay_event(4), src, some_sa());
+    f.r.add(replay_event(5), src, some_sa());
+  };
+  t.tick();
+  EXPECT_TRUE(f.out.empty());  // opened at this tick: not due before first + 20 ms
+  EXPECT_TRUE(f.r.holding());
+  EXPECT_FALSE(f.r.tick(first + std::chrono::milliseconds(20)));  // due exactly then: decided, none left
+  ASSERT_EQ(f.out.size(), 2u);
+  EXPECT_FALSE(f.r.holding());
+  for (const auto& e : f.out) EXPECT_EQ(e.replay_basis, ReplayBasis::unknown);  // the namespace is gone
+  EXPECT_EQ(f.io.poll(), 0u);  // no timer was set
+
+  // One tick later than due at most: opened at a tick, decided at the next.
+  f.out.clear();
+  t.during = [&] { f.r.add(replay_event(6), src, some_sa()); };
+  t.tick();
+  EXPECT_TRUE(f.out.empty());
+  EXPECT_TRUE(f.r.tick(t.ticker.next() - std::chrono::milliseconds(31)));  // 19 ms after: still held
+  EXPECT_TRUE(f.out.empty());
+  t.tick();
+  ASSERT_EQ(f.out.size(), 1u);
+  EXPECT_EQ(*f.out[0].seq, 6u);
+  EXPECT_FALSE(f.r.holding());
+  EXPECT_TRUE(t.ticker.ticking());  // idle ticks until it stops
+}
+
+// Batched, at stop: what is held is decided by flush, not left to a tick.
+TEST(ReplayResolver, BatchedFlushDecidesWhatIsHeld) {
+  Fixture f(std::chrono::milliseconds(20));
+  Ticked t(f.r);
+  t.ticker.wake();
+  t.during = [&] { f.r.add(replay_event(4), ReplayResolver::Source{&f, "vpn", {}}, some_sa()); };
+  t.tick();
+  bool done = false;
+  f.r.flush([&] { done = true; });
+  EXPECT_TRUE(done);
+  ASSERT_EQ(f.out.size(), 1u);
+  EXPECT_FALSE(f.r.holding());
+}
+
+// In a namespace of its own: the batch due at a tick gets its GETSA and the
+// answer in that tick (the kernel replies inside sendmsg), with nothing left
+// waiting. With an SA there (a kernel with ESP) the records are classified
+// from its counters; without, the refusal decides them: basis unknown.
+TEST(ReplayResolver, BatchedGetsaIsAnsweredInTheTick) {
+  if (std::getenv("IPSEC_AUDIT_NETNS_TESTS") == nullptr || geteuid() != 0)
+    GTEST_SKIP() << "set IPSEC_AUDIT_NETNS_TESTS=1 and run as root";
+  const std::string name = "rt-unit-" + std::to_string(getpid());
+  ASSERT_EQ(std::system(("ip netns add " + name).c_str()), 0);
+  const bool esp =
+      std::system(("ip -n " + name +
+                   " xfrm state add src 10.0.0.1 dst 10.0.0.2 proto esp spi 0x1001 reqid 1 mode transport "
+                   "replay-window 32 auth-trunc 'hmac(sha256)' "
+                   "0x0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20 128 "
+                   "enc 'cbc(aes)' 0x0102030405060708090a0b0c0d0e0f10 2>/dev/null")
+                      .c_str()) == 0;
+  {
+    Fixture f(std::chrono::milliseconds(20));
+    Ticked t(f.r);
+    auto sock = open_netlink_socket_in_netns(name, NETLINK_XFRM);
+    ASSERT_TRUE(sock);
+    auto rq = NetlinkRequester::create(f.io, std::move(*sock), std::chrono::milliseconds(2000));
+    ASSERT_TRUE(rq);
+    const ReplayResolver::Source src{&f, name, *rq};
+    t.ticker.wake();
+    t.during = [&] { f.r.add(replay_event(4), src, some_sa()); };
+    t.tick();
+    EXPECT_TRUE(f.out.empty());
+    EXPECT_EQ(f.getsa, 0u);
+    t.tick();
+    ASSERT_EQ(f.out.size(), 1u);
+    EXPECT_EQ(f.getsa, 1u);
+    if (esp) {
+      EXPECT_EQ(f.refreshed, 1);
+      EXPECT_NE(f.out[0].replay_basis, ReplayBasis::unknown);
+    } else {
+      EXPECT_EQ(f.refreshed, 0);
+      EXPECT_EQ(f.out[0].replay_basis, ReplayBasis::unknown);
+    }
+    EXPECT_TRUE((*rq)->idle());
+    EXPECT_EQ(f.io.poll(), 0u);  // no read, deadline or timer armed
   }
   EXPECT_EQ(std::system(("ip netns del " + name).c_str()), 0);
 }
