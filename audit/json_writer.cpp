@@ -370,6 +370,25 @@ constexpr std::array<bool, 256> kSafe = [] {
   for (int c = 0x20; c < 0x7F; ++c) t[static_cast<std::size_t>(c)] = c != '"' && c != '\\';
   return t;
 }();
+
+// Length of the run at the start of s that needs no escaping: eight bytes at
+// a time while none of them is a control byte, '"', '\\', 0x7F or >= 0x80
+// (each test only says whether such a byte is in the word), then bytewise.
+std::size_t safe_run(std::string_view s) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+  auto has_zero = [](std::uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t x;
+    std::memcpy(&x, s.data() + i, 8);
+    const std::uint64_t bad = (x & kHigh) | ((x - kOnes * 0x20) & ~x & kHigh) | has_zero(x ^ (kOnes * '"')) |
+                              has_zero(x ^ (kOnes * '\\')) | has_zero(x ^ (kOnes * 0x7F));
+    if (bad) break;
+  }
+  while (i < s.size() && kSafe[static_cast<unsigned char>(s[i])]) ++i;
+  return i;
+}
 }  // namespace
 
 void append_json_string(std::string& out, std::string_view s) {
@@ -377,8 +396,7 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
   for (std::size_t i = 0; i < s.size();) {
     // A run of printable ASCII that needs no escape goes in with one append.
-    std::size_t j = i;
-    while (j < s.size() && kSafe[static_cast<unsigned char>(s[j])]) ++j;
+    const std::size_t j = i + safe_run(s.substr(i));
     if (j > i) {
       out.append(s.data() + i, j - i);
       i = j;

@@ -266,3 +266,44 @@ TEST(JsonWriter, PacketRecordSaNamesTheSa) {
   rest.erase("current");
   EXPECT_EQ(rest, p) << "the packet form is the whole object less lifetime and current";
 }
+
+// Every byte at every place of a string longer than the 8-byte scan: escaped
+// as the bytewise rules say, wherever it falls in a word.
+TEST(JsonWriter, EscapeScanFindsEveryByteAnywhere) {
+  auto esc = [](unsigned char b) -> std::string {
+    switch (b) {
+      case '"':
+        return "\\\"";
+      case '\\':
+        return "\\\\";
+      case '\n':
+        return "\\n";
+      case '\r':
+        return "\\r";
+      case '\t':
+        return "\\t";
+      default:
+        break;
+    }
+    if (b >= 0x80) return "\\ufffd";  // alone, never valid UTF-8
+    if (b < 0x20 || b == 0x7F) {
+      char u[8];
+      std::snprintf(u, sizeof u, "\\u%04x", b);
+      return u;
+    }
+    return std::string(1, static_cast<char>(b));
+  };
+  for (std::size_t len : {1u, 7u, 8u, 9u, 17u, 24u}) {
+    for (std::size_t at = 0; at < len; ++at) {
+      for (int b = 0; b < 256; ++b) {
+        std::string in(len, 'a');
+        in[at] = static_cast<char>(b);
+        std::string out;
+        append_json_string(out, in);
+        const std::string want =
+            "\"" + std::string(at, 'a') + esc(static_cast<unsigned char>(b)) + std::string(len - at - 1, 'a') + "\"";
+        ASSERT_EQ(out, want) << "byte " << b << " at " << at << " of " << len;
+      }
+    }
+  }
+}
