@@ -173,15 +173,22 @@ TEST(JsonWriter, ReplayInferenceIsWrittenAsTheDetailObjectItReplaced) {
   }
 }
 
-// An SA context made by the table carries its `sa` text; the record is the
-// same as from the fields.
-TEST(JsonWriter, CachedSaTextIsTheSaObject) {
+namespace {
+XfrmSa esp_sa() {
   XfrmSa sa;
   sa.saddr = IpAddress::parse("10.0.0.1").value();
   sa.daddr = IpAddress::parse("10.0.0.2").value();
   sa.spi = 0x1001;
   sa.proto = 50;
   sa.reqid = 7;
+  return sa;
+}
+}  // namespace
+
+// An SA context made by the table carries its `sa` text; the record is the
+// same as from the fields.
+TEST(JsonWriter, CachedSaTextIsTheSaObject) {
+  XfrmSa sa = esp_sa();
   sa.replay_window = 32;
   sa.aead = XfrmAeadAlg{"rfc4106(gcm(aes))", 128};
   sa.lifetime.soft_byte_limit = sa.lifetime.hard_byte_limit = ~0ULL;
@@ -215,12 +222,7 @@ TEST(JsonWriter, CachedSaTextIsTheSaObject) {
 // A packet record's `sa` names the SA; a change record's carries its
 // lifetime and counters too.
 TEST(JsonWriter, PacketRecordSaNamesTheSa) {
-  XfrmSa sa;
-  sa.saddr = IpAddress::parse("10.0.0.1").value();
-  sa.daddr = IpAddress::parse("10.0.0.2").value();
-  sa.spi = 0x1001;
-  sa.proto = 50;
-  sa.reqid = 7;
+  XfrmSa sa = esp_sa();
   sa.mode = 1;
   sa.replay_window = 32;
   sa.aead = XfrmAeadAlg{"rfc4106(gcm(aes))", 128};
