@@ -1,5 +1,6 @@
 #include "audit/json_writer.hpp"
 
+#include <array>
 #include <charconv>
 #include <cstring>
 #include <ctime>
@@ -24,21 +25,17 @@ void append_int(std::string& out, std::int64_t v) {
   out.append(b, p);
 }
 
-// ,"k": in one append (keys are short literals).
-void key(std::string& out, std::string_view k) {
-  char b[64];
-  if (k.size() + 4 > sizeof b) {
-    out += ",\"";
-    out.append(k);
-    out += "\":";
-    return;
-  }
-  b[0] = ',';
-  b[1] = '"';
-  std::memcpy(b + 2, k.data(), k.size());
-  b[k.size() + 2] = '"';
-  b[k.size() + 3] = ':';
-  out.append(b, k.size() + 4);
+// A member's `,"k":` as one literal: K("spi") is ",\"spi\":" (one append
+// of a length known at compile time).
+#define K(name) ",\"" name "\":"
+
+void key(std::string& out, std::string_view k) { out.append(k); }
+
+// ,"k": of a key known only at run time (detail members).
+void dyn_key(std::string& out, std::string_view k) {
+  out += ",\"";
+  out.append(k);
+  out += "\":";
 }
 
 template <typename T>
@@ -77,6 +74,13 @@ void opt_addr(std::string& out, std::string_view k, const std::optional<IpAddres
     addr_string(out, *a);
   else
     out += "null";
+}
+
+// Text known to need no escaping (names from this program's own tables).
+void plain_string(std::string& out, std::string_view v) {
+  out += '"';
+  out.append(v);
+  out += '"';
 }
 
 void addr_member(std::string& out, std::string_view k, const IpAddress& a) {
@@ -119,16 +123,16 @@ void append_limits(std::string& out, std::uint64_t bytes, std::uint64_t packets,
     out += "null";
   else
     append_uint(out, bytes);
-  limit(out, "packets", packets);
-  uint_member(out, "add_seconds", add);
-  uint_member(out, "use_seconds", use);
+  limit(out, K("packets"), packets);
+  uint_member(out, K("add_seconds"), add);
+  uint_member(out, K("use_seconds"), use);
   out += '}';
 }
 
 void append_lifetime(std::string& out, const XfrmLifetimeCfg& l) {
   first_key(out, "soft");
   append_limits(out, l.soft_byte_limit, l.soft_packet_limit, l.soft_add_expires_seconds, l.soft_use_expires_seconds);
-  key(out, "hard");
+  key(out, K("hard"));
   append_limits(out, l.hard_byte_limit, l.hard_packet_limit, l.hard_add_expires_seconds, l.hard_use_expires_seconds);
 }
 
@@ -138,39 +142,42 @@ void append_selector(std::string& out, const XfrmSelector& s) {
     addr_string(out, *s.saddr);
   else
     out += "null";
-  opt_addr(out, "dst", s.daddr);
-  uint_member(out, "src_prefixlen", s.prefixlen_s);
-  uint_member(out, "dst_prefixlen", s.prefixlen_d);
-  uint_member(out, "proto", s.proto);
-  if (s.sport_mask) uint_member(out, "sport", s.sport);
-  if (s.dport_mask) uint_member(out, "dport", s.dport);
+  opt_addr(out, K("dst"), s.daddr);
+  uint_member(out, K("src_prefixlen"), s.prefixlen_s);
+  uint_member(out, K("dst_prefixlen"), s.prefixlen_d);
+  uint_member(out, K("proto"), s.proto);
+  if (s.sport_mask) uint_member(out, K("sport"), s.sport);
+  if (s.dport_mask) uint_member(out, K("dport"), s.dport);
   if (s.ifindex) {
-    key(out, "ifindex");
+    key(out, K("ifindex"));
     append_int(out, s.ifindex);
   }
 }
 
 void append_mark(std::string& out, const std::optional<XfrmMark>& m) {
   if (!m) return;
-  key(out, "mark");
+  key(out, K("mark"));
   out += "{\"value\":";
   append_uint(out, m->value);
-  uint_member(out, "mask", m->mask);
+  uint_member(out, K("mask"), m->mask);
   out += '}';
 }
 
-void append_sa(std::string& out, const SaContext& c) {
+// `full`: the whole object (change records); otherwise only what names the SA
+// (packet records): no lifetime (configuration) and no current (a counter
+// snapshot, stale on a packet record).
+void append_sa(std::string& out, const SaContext& c, bool full) {
   const XfrmSa& sa = c.sa;
   out += '{';
   first_key(out, "netns");
   append_json_string(out, c.netns);
-  uint_member(out, "spi", sa.spi);
-  string_member(out, "proto", proto_name(sa.proto));
-  addr_member(out, "src", sa.saddr);
-  addr_member(out, "dst", sa.daddr);
-  uint_member(out, "reqid", sa.reqid);
-  string_member(out, "mode", mode_name(sa.mode));
-  key(out, "algorithms");
+  uint_member(out, K("spi"), sa.spi);
+  string_member(out, K("proto"), proto_name(sa.proto));
+  addr_member(out, K("src"), sa.saddr);
+  addr_member(out, K("dst"), sa.daddr);
+  uint_member(out, K("reqid"), sa.reqid);
+  string_member(out, K("mode"), mode_name(sa.mode));
+  key(out, K("algorithms"));
   out += '{';
   std::string_view sep;
   auto alg = [&](std::string_view k, const std::string& name) {
@@ -182,12 +189,12 @@ void append_sa(std::string& out, const SaContext& c) {
   };
   if (sa.aead) {
     alg("aead", sa.aead->name);
-    uint_member(out, "icv_bits", sa.aead->icv_bits);
+    uint_member(out, K("icv_bits"), sa.aead->icv_bits);
     out += '}';
   }
   if (sa.auth) {
     alg("auth", sa.auth->name);
-    if (sa.auth->trunc_bits) uint_member(out, "trunc_bits", *sa.auth->trunc_bits);
+    if (sa.auth->trunc_bits) uint_member(out, K("trunc_bits"), *sa.auth->trunc_bits);
     out += '}';
   }
   if (sa.enc) {
@@ -199,42 +206,44 @@ void append_sa(std::string& out, const SaContext& c) {
     out += '}';
   }
   out += '}';
-  uint_member(out, "replay_window", sa.replay_esn ? sa.replay_esn->replay_window : sa.replay_window);
-  key(out, "esn");
+  uint_member(out, K("replay_window"), sa.replay_esn ? sa.replay_esn->replay_window : sa.replay_window);
+  key(out, K("esn"));
   out += sa.esn() ? "true" : "false";
-  key(out, "lifetime");
-  out += '{';
-  append_lifetime(out, sa.lifetime);
-  out += '}';
-  key(out, "current");
-  out += "{\"bytes\":";
-  append_uint(out, sa.current.bytes);
-  uint_member(out, "packets", sa.current.packets);
-  uint_member(out, "add_time", sa.current.add_time);
-  uint_member(out, "use_time", sa.current.use_time);
-  out += '}';
-  key(out, "selector");
+  if (full) {
+    key(out, K("lifetime"));
+    out += '{';
+    append_lifetime(out, sa.lifetime);
+    out += '}';
+    key(out, K("current"));
+    out += "{\"bytes\":";
+    append_uint(out, sa.current.bytes);
+    uint_member(out, K("packets"), sa.current.packets);
+    uint_member(out, K("add_time"), sa.current.add_time);
+    uint_member(out, K("use_time"), sa.current.use_time);
+    out += '}';
+  }
+  key(out, K("selector"));
   out += '{';
   append_selector(out, sa.selector);
   out += '}';
-  string_member(out, "direction", direction_name(c.direction));
-  string_member(out, "direction_source", direction_source_name(c.direction_source));
+  string_member(out, K("direction"), direction_name(c.direction));
+  string_member(out, K("direction_source"), direction_source_name(c.direction_source));
   if (c.direction == SaDirection::unknown && c.direction_pending != DirectionPending::none)
-    string_member(out, "direction_reason", direction_pending_name(c.direction_pending));
+    string_member(out, K("direction_reason"), direction_pending_name(c.direction_pending));
   if (sa.encap) {
-    key(out, "encap");
+    key(out, K("encap"));
     out += "{\"type\":";
     append_json_string(out, sa.encap->type == 2   ? "espinudp"
                             : sa.encap->type == 1 ? "espinudp-nonike"
                                                   : std::to_string(sa.encap->type));
-    uint_member(out, "sport", sa.encap->sport);
-    uint_member(out, "dport", sa.encap->dport);
+    uint_member(out, K("sport"), sa.encap->sport);
+    uint_member(out, K("dport"), sa.encap->dport);
     out += '}';
   }
   append_mark(out, sa.mark);
-  if_uint(out, "if_id", sa.if_id);
+  if_uint(out, K("if_id"), sa.if_id);
   if (sa.spi == 0) {
-    key(out, "larval");
+    key(out, K("larval"));
     out += "true";
   }
   out += '}';
@@ -245,18 +254,18 @@ void append_sa(std::string& out, const SaContext& c) {
 void append_audit(std::string& out, const KernelAuditFields& a, std::optional<std::uint64_t> serial) {
   out += "{\"op\":";
   append_json_string(out, a.op);
-  if_uint(out, "audit_serial", serial);
-  if_uint(out, "auid", a.auid);
-  if_uint(out, "ses", a.ses);
-  if_string(out, "subj", a.subj);
+  if_uint(out, K("audit_serial"), serial);
+  if_uint(out, K("auid"), a.auid);
+  if_uint(out, K("ses"), a.ses);
+  if_string(out, K("subj"), a.subj);
   if (a.res) {
-    key(out, "res");
+    key(out, K("res"));
     append_int(out, *a.res);
   }
-  if_uint(out, "src_prefixlen", a.src_prefixlen);
-  if_uint(out, "dst_prefixlen", a.dst_prefixlen);
+  if_uint(out, K("src_prefixlen"), a.src_prefixlen);
+  if_uint(out, K("dst_prefixlen"), a.dst_prefixlen);
   if (!a.other.empty()) {
-    key(out, "fields");
+    key(out, K("fields"));
     out += '{';
     bool first = true;
     for (const auto& [k, v] : a.other) {
@@ -275,15 +284,15 @@ void append_policy(std::string& out, const XfrmPolicy& p) {
   out += '{';
   first_key(out, "dir");
   append_json_string(out, policy_dir_name(p.dir));
-  string_member(out, "action", p.action == 0 ? "allow" : "block");
-  uint_member(out, "priority", p.priority);
-  uint_member(out, "index", p.index);
-  string_member(out, "ptype", p.ptype == 0 ? "main" : "sub");
-  key(out, "selector");
+  string_member(out, K("action"), p.action == 0 ? "allow" : "block");
+  uint_member(out, K("priority"), p.priority);
+  uint_member(out, K("index"), p.index);
+  string_member(out, K("ptype"), p.ptype == 0 ? "main" : "sub");
+  key(out, K("selector"));
   out += '{';
   append_selector(out, p.selector);
   out += '}';
-  key(out, "templates");
+  key(out, K("templates"));
   out += '[';
   for (std::size_t i = 0; i < p.templates.size(); ++i) {
     const XfrmTemplate& t = p.templates[i];
@@ -291,22 +300,22 @@ void append_policy(std::string& out, const XfrmPolicy& p) {
     out += '{';
     first_key(out, "proto");
     append_json_string(out, proto_name(t.proto));
-    string_member(out, "mode", mode_name(t.mode));
-    uint_member(out, "reqid", t.reqid);
-    key(out, "optional");
+    string_member(out, K("mode"), mode_name(t.mode));
+    uint_member(out, K("reqid"), t.reqid);
+    key(out, K("optional"));
     out += t.optional ? "true" : "false";
-    if (!t.saddr.is_unspecified()) addr_member(out, "src", t.saddr);
-    if (!t.daddr.is_unspecified()) addr_member(out, "dst", t.daddr);
-    if (t.spi) uint_member(out, "spi", t.spi);
+    if (!t.saddr.is_unspecified()) addr_member(out, K("src"), t.saddr);
+    if (!t.daddr.is_unspecified()) addr_member(out, K("dst"), t.daddr);
+    if (t.spi) uint_member(out, K("spi"), t.spi);
     out += '}';
   }
   out += ']';
-  key(out, "lifetime");
+  key(out, K("lifetime"));
   out += '{';
   append_lifetime(out, p.lifetime);
   out += '}';
   append_mark(out, p.mark);
-  if_uint(out, "if_id", p.if_id);
+  if_uint(out, K("if_id"), p.if_id);
   out += '}';
 }
 
@@ -316,14 +325,14 @@ void append_candidate(std::string& out, const SaCandidate& c) {
   out += '{';
   first_key(out, "netns");
   append_json_string(out, s.netns);
-  string_member(out, "proto", proto_name(s.sa.proto));
-  uint_member(out, "spi", s.sa.spi);
-  addr_member(out, "src", s.sa.saddr);
-  addr_member(out, "dst", s.sa.daddr);
-  string_member(out, "direction", direction_name(s.direction));
+  string_member(out, K("proto"), proto_name(s.sa.proto));
+  uint_member(out, K("spi"), s.sa.spi);
+  addr_member(out, K("src"), s.sa.saddr);
+  addr_member(out, K("dst"), s.sa.daddr);
+  string_member(out, K("direction"), direction_name(s.direction));
   append_mark(out, s.sa.mark);
-  if_uint(out, "if_id", s.sa.if_id);
-  if (c.reason != CandidateReason::none) string_member(out, "reason", candidate_reason_name(c.reason));
+  if_uint(out, K("if_id"), s.sa.if_id);
+  if (c.reason != CandidateReason::none) string_member(out, K("reason"), candidate_reason_name(c.reason));
   out += '}';
 }
 }  // namespace
@@ -354,17 +363,40 @@ std::size_t utf8_len(std::string_view s, std::size_t i) {
   return n;
 }
 
+namespace {
+// Bytes that go into a JSON string as themselves: printable ASCII but '"' and '\\'.
+constexpr std::array<bool, 256> kSafe = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x7F; ++c) t[static_cast<std::size_t>(c)] = c != '"' && c != '\\';
+  return t;
+}();
+
+// Length of the run at the start of s that needs no escaping: eight bytes at
+// a time while none of them is a control byte, '"', '\\', 0x7F or >= 0x80
+// (each test only says whether such a byte is in the word), then bytewise.
+std::size_t safe_run(std::string_view s) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+  auto has_zero = [](std::uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t x;
+    std::memcpy(&x, s.data() + i, 8);
+    const std::uint64_t bad = (x & kHigh) | ((x - kOnes * 0x20) & ~x & kHigh) | has_zero(x ^ (kOnes * '"')) |
+                              has_zero(x ^ (kOnes * '\\')) | has_zero(x ^ (kOnes * 0x7F));
+    if (bad) break;
+  }
+  while (i < s.size() && kSafe[static_cast<unsigned char>(s[i])]) ++i;
+  return i;
+}
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
   for (std::size_t i = 0; i < s.size();) {
     // A run of printable ASCII that needs no escape goes in with one append.
-    std::size_t j = i;
-    while (j < s.size()) {
-      const auto c = static_cast<unsigned char>(s[j]);
-      if (c < 0x20 || c >= 0x7F || c == '"' || c == '\\') break;
-      ++j;
-    }
+    const std::size_t j = i + safe_run(s.substr(i));
     if (j > i) {
       out.append(s.data() + i, j - i);
       i = j;
@@ -479,14 +511,14 @@ void format_second(SecondText& c, std::int64_t secs) {
 
 // Its members in nlohmann's order (sorted), as when it was a `detail` object.
 void append_inference(std::string& out, const ReplayInference& r) {
-  key(out, "replay_inference");
+  key(out, K("replay_inference"));
   out += "{\"counter_delta\":{\"replay\":";
   append_uint(out, r.replay_delta);
-  uint_member(out, "replay_window", r.replay_window_delta);
+  uint_member(out, K("replay_window"), r.replay_window_delta);
   out += "},\"method\":\"sequence number against the current replay window\"";
-  uint_member(out, "records", r.records);
-  uint_member(out, "window", r.window);
-  uint_member(out, "window_top", r.window_top);
+  uint_member(out, K("records"), r.records);
+  uint_member(out, K("window"), r.window);
+  uint_member(out, K("window_top"), r.window_top);
   out += '}';
 }
 
@@ -516,12 +548,14 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
   out.append(b, static_cast<std::size_t>(p - b));
 }
 
-std::string sa_json(const SaContext& c) {
+std::string sa_json(const SaContext& c, bool full) {
   std::string out;
-  out.reserve(640);
-  append_sa(out, c);
+  out.reserve(full ? 640 : 512);
+  append_sa(out, c, full);
   return out;
 }
+
+JsonWriter::JsonWriter(std::string host) { append_json_string(host_json_, host); }
 
 void JsonWriter::write(const Event& e, std::string& out) const {
   const auto& cat = catalogue(e.kind);
@@ -529,11 +563,11 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   out += "{\"schema\":\"";
   out.append(kSchemaId);
   out += '"';
-  key(out, "time");
+  key(out, K("time"));
   out += '"';
   append_rfc3339(out, e.time);
   out += '"';
-  key(out, "kernel_time");
+  key(out, K("kernel_time"));
   if (e.kernel) {
     const auto kt = std::chrono::system_clock::time_point(std::chrono::seconds(e.kernel->sec) +
                                                           std::chrono::milliseconds(e.kernel->msec));
@@ -543,54 +577,58 @@ void JsonWriter::write(const Event& e, std::string& out) const {
   } else {
     out += "null";
   }
-  key(out, "audit_serial");
+  key(out, K("audit_serial"));
   if (e.kernel)
     append_uint(out, e.kernel->serial);
   else
     out += "null";
-  key(out, "event");
-  append_json_string(out, cat.name);
-  key(out, "event_id");
+  key(out, K("event"));
+  plain_string(out, cat.name);
+  key(out, K("event_id"));
   if (cat.windows_id)
     append_int(out, *cat.windows_id);
   else
     out += "null";
-  key(out, "audit_class");
-  append_json_string(out, audit_class_name(cat.audit_class));
-  key(out, "family");
+  key(out, K("audit_class"));
+  plain_string(out, audit_class_name(cat.audit_class));
+  key(out, K("family"));
   const auto fam = e.src ? std::optional(e.src->family) : e.dst ? std::optional(e.dst->family) : std::nullopt;
   if (fam)
-    append_json_string(out, family_name(*fam));
+    plain_string(out, family_name(*fam));
   else
     out += "null";
-  opt_uint(out, "spi", e.spi);
-  opt_addr(out, "src", e.src);
-  opt_addr(out, "dst", e.dst);
-  opt_uint(out, "seq", e.seq);
-  opt_uint(out, "flow_label", e.flow_label);
-  key(out, "sa");
-  if (e.sa && !e.sa->json.empty())
-    out += e.sa->json;
-  else if (e.sa)
-    append_sa(out, *e.sa);
-  else
+  opt_uint(out, K("spi"), e.spi);
+  opt_addr(out, K("src"), e.src);
+  opt_addr(out, K("dst"), e.dst);
+  opt_uint(out, K("seq"), e.seq);
+  opt_uint(out, K("flow_label"), e.flow_label);
+  key(out, K("sa"));
+  if (e.sa) {
+    const bool full = !is_packet_event(e.kind);
+    const std::string& text = full ? e.sa->json : e.sa->packet_json;
+    if (!text.empty())
+      out += text;
+    else
+      append_sa(out, *e.sa, full);
+  } else {
     out += "null";
-  key(out, "source");
-  append_json_string(out, source_name(e.source));
-  key(out, "count");
+  }
+  key(out, K("source"));
+  plain_string(out, source_name(e.source));
+  key(out, K("count"));
   append_uint(out, e.count);
-  key(out, "host");
-  append_json_string(out, host_);
-  key(out, "message");
+  key(out, K("host"));
+  out.append(host_json_);
+  key(out, K("message"));
   append_json_string(out, e.message);
-  if_string(out, "replay_detail", e.replay_detail);
-  if (e.replay_basis) string_member(out, "replay_basis", replay_basis_name(*e.replay_basis));
-  if_string(out, "replay_reason", e.replay_reason);
-  if_string(out, "netns", e.netns);
-  if (e.correlation) string_member(out, "correlation", correlation_name(*e.correlation));
-  if (e.sa_match != SaMatch::none) string_member(out, "sa_match", sa_match_name(e.sa_match));
+  if_string(out, K("replay_detail"), e.replay_detail);
+  if (e.replay_basis) string_member(out, K("replay_basis"), replay_basis_name(*e.replay_basis));
+  if_string(out, K("replay_reason"), e.replay_reason);
+  if_string(out, K("netns"), e.netns);
+  if (e.correlation) string_member(out, K("correlation"), correlation_name(*e.correlation));
+  if (e.sa_match != SaMatch::none) string_member(out, K("sa_match"), sa_match_name(e.sa_match));
   if (!e.sa_candidates.empty()) {
-    key(out, "sa_candidates");
+    key(out, K("sa_candidates"));
     out += '[';
     for (std::size_t i = 0; i < e.sa_candidates.size(); ++i) {
       if (i) out += ',';
@@ -599,11 +637,11 @@ void JsonWriter::write(const Event& e, std::string& out) const {
     out += ']';
   }
   if (e.audit) {
-    key(out, "audit");
+    key(out, K("audit"));
     append_audit(out, *e.audit, std::nullopt);
   }
   if (!e.audit_candidates.empty()) {
-    key(out, "audit_candidates");
+    key(out, K("audit_candidates"));
     out += '[';
     for (std::size_t i = 0; i < e.audit_candidates.size(); ++i) {
       if (i) out += ',';
@@ -613,7 +651,7 @@ void JsonWriter::write(const Event& e, std::string& out) const {
     out += ']';
   }
   if (e.policy) {
-    key(out, "policy");
+    key(out, K("policy"));
     append_policy(out, *e.policy);
   }
   // `detail`'s members in key order (nlohmann's object is a sorted map), the
@@ -626,7 +664,7 @@ void JsonWriter::write(const Event& e, std::string& out) const {
         append_inference(out, *e.replay_inference);
         inference = false;
       }
-      key(out, k);
+      dyn_key(out, k);
       out += v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
   }

@@ -16,16 +16,18 @@ inline constexpr std::string_view kSchemaId = "ipsec-audit/1";
 
 class JsonWriter {
  public:
-  explicit JsonWriter(std::string host) : host_(std::move(host)) {}
+  explicit JsonWriter(std::string host);
   // Appends the record and a '\n' to `out`.
   void write(const Event& e, std::string& out) const;
 
  private:
-  std::string host_;
+  std::string host_json_;  // the host as a JSON string, quotes included
 };
 
-// The `sa` object of a record naming this SA (what SaContext::json caches).
-std::string sa_json(const SaContext& c);
+// The `sa` object of a record naming this SA: `full` on change records (what
+// SaContext::json caches), the SA's identity only on packet records (what
+// SaContext::packet_json caches: no lifetime, no current).
+std::string sa_json(const SaContext& c, bool full = true);
 void append_json_string(std::string& out, std::string_view s);
 // Length of the valid UTF-8 sequence at s[i], or 0 if it is not one.
 std::size_t utf8_len(std::string_view s, std::size_t i);

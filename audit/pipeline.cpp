@@ -46,7 +46,7 @@ void Pipeline::submit(const Event& e) {
     ++stats_.suppressed_by_kind[k];
     return;
   }
-  if (FloodLimiter::limited(e) && !flood_.admit(e, now_())) {
+  if (FloodLimiter::limited(e) && !flood_.admit(e, limiter_now())) {
     ++stats_.summarised[k];
     return;
   }
@@ -94,26 +94,59 @@ void Pipeline::write_summaries() {
   due_.clear();
 }
 
+FloodLimiter::Clock::time_point Pipeline::limiter_now() {
+  // Batching, one clock read per batch (its records came with one read of a
+  // source; under emulation a clock read can be a trap): the flush forgets it.
+  if (batch_now_) return *batch_now_;
+  const auto t = now_();
+  if (scheduler_ && line_sinks_) {
+    batch_now_ = t;
+    schedule_flush();
+  }
+  return t;
+}
+
+void Pipeline::schedule_flush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  scheduler_([this] { flush(); });
+}
+
+void Pipeline::note_sinks() {
+  line_sinks_ = std::any_of(sinks_.begin(), sinks_.end(), [](const auto& s) { return s->batches_lines(); });
+}
+
 void Pipeline::write(const Event& e) {
   ++stats_.by_kind[static_cast<std::size_t>(e.kind)];
-  line_.clear();
-  writer_.write(e, line_);
-  for (auto& s : sinks_) {
-    if (scheduler_ && s->batches_lines()) {
-      s->hold(line_);
-      if (s->held_bytes() >= kMaxHeldBytes) s->flush_held();
-      if (!flush_scheduled_) {
-        flush_scheduled_ = true;
-        scheduler_([this] { flush(); });
-      }
-    } else {
-      s->write_event(e, line_);
-    }
+  const bool batching = scheduler_ && line_sinks_;
+  // Batching, the record goes straight into the batch the line sinks get at
+  // flush; the other sinks (datagrams) see it there too.
+  std::string& out = batching ? batch_ : line_;
+  if (!batching) line_.clear();
+  const std::size_t start = out.size();
+  writer_.write(e, out);
+  const std::string_view line(out.data() + start, out.size() - start);
+  if (batching) {
+    ++batch_records_;
+    schedule_flush();
   }
+  for (auto& s : sinks_)
+    if (!batching || !s->batches_lines()) s->write_event(e, line);
+  if (batching && batch_.size() >= kMaxHeldBytes) flush_batch();
   for (std::size_t i = 0; i < sinks_.size(); ++i) {
     const auto t = sinks_[i]->take_transition();
     if (t != SinkTransition::none) submit_health(*sinks_[i], t);
   }
+}
+
+void Pipeline::flush_batch() {
+  if (batch_.empty()) return;
+  for (auto& s : sinks_)
+    if (s->batches_lines()) s->write_counted(batch_, batch_records_);
+  batch_.clear();
+  batch_records_ = 0;
+  // A batch can be large: do not keep its buffer around after a burst.
+  if (batch_.capacity() > (1u << 20)) std::string().swap(batch_);
 }
 
 void Pipeline::submit_health(const Sink& s, SinkTransition t) {
@@ -139,7 +172,8 @@ void Pipeline::submit_health(const Sink& s, SinkTransition t) {
 
 void Pipeline::flush() {
   flush_scheduled_ = false;
-  for (auto& s : sinks_) s->flush_held();
+  batch_now_.reset();
+  flush_batch();
   // Health records of the flush are submitted (and, batching, held) now.
   for (std::size_t i = 0; i < sinks_.size(); ++i) {
     const auto t = sinks_[i]->take_transition();

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,11 +46,16 @@ struct PipelineStats {
 class Pipeline {
  public:
   explicit Pipeline(std::string host) : writer_(std::move(host)) {}
-  void add_sink(std::unique_ptr<Sink> s) { sinks_.push_back(std::move(s)); }
+  void add_sink(std::unique_ptr<Sink> s) {
+    flush();  // the held batch belongs to the sinks it was held for
+    sinks_.push_back(std::move(s));
+    note_sinks();
+  }
   // A reloaded config's outputs; the old sinks get what they hold, then close.
   void replace_sinks(std::vector<std::unique_ptr<Sink>> sinks) {
     flush();
     sinks_ = std::move(sinks);
+    note_sinks();
   }
   void set_policy(AuditPolicy p) { policy_ = p; }
   const AuditPolicy& policy() const { return policy_; }
@@ -64,8 +70,9 @@ class Pipeline {
   // At stop, before service-stopped: writes every summary still held.
   void flush_summaries();
 
-  // Batching. With a scheduler set (the agent posts to its io_context), line
-  // sinks hold each record and the first record of a batch schedules one
+  // Batching. With a scheduler set (the agent posts to its io_context), the
+  // records for the line sinks are serialised straight into one held batch
+  // (no copy per sink) and the first record of a batch schedules one
   // flush(): everything submitted until that runs (one handler's records,
   // from any source or namespace) goes out with one write per line sink,
   // whole lines, in submit order. Without one, every record is written at
@@ -88,6 +95,11 @@ class Pipeline {
   void write(const Event& e);
   void write_summaries();
   void count_lost(const Event& e);
+  void note_sinks();
+  void flush_batch();
+  void schedule_flush();
+  // The flood limiter's time: read once per batch when batching.
+  FloodLimiter::Clock::time_point limiter_now();
 
   JsonWriter writer_;
   AuditPolicy policy_;
@@ -97,8 +109,12 @@ class Pipeline {
   std::function<FloodLimiter::Clock::time_point()> now_{[] { return FloodLimiter::Clock::now(); }};
   std::vector<Event> due_;  // summaries to write, reused
   std::string line_;        // reused: no allocation per record once warm
+  std::string batch_;       // the held records of the line sinks (batching)
+  std::uint64_t batch_records_{0};
+  bool line_sinks_{false};  // a sink batches_lines()
   FlushScheduler scheduler_;
   bool flush_scheduled_{false};
+  std::optional<FloodLimiter::Clock::time_point> batch_now_;  // this batch's limiter time
 };
 
 // The "output" detail of output-failed / output-recovered records and of

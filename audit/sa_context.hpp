@@ -38,9 +38,12 @@ struct SaContext {
   DirectionSource direction_source{DirectionSource::none};
   DirectionPending direction_pending{DirectionPending::no_policy};
   // The `sa` object as JsonWriter writes it, made once with the context
-  // (XfrmTable::context, sa_json) so the records sharing it copy the text;
-  // empty: JsonWriter serialises the fields above.
+  // (sa_json) so the records sharing it copy the text; empty: JsonWriter
+  // serialises the fields above. `json`: the whole object (change records);
+  // `packet_json`: what names the SA (packet records, XfrmTable::context
+  // makes it).
   std::string json{};
+  std::string packet_json{};
 };
 
 // How a packet event was matched to the SAs of the watched tables.

@@ -15,7 +15,9 @@ namespace ipsec {
 
 std::uint64_t count_lines(std::string_view s) {
   std::uint64_t n = 0;
-  for (char c : s) n += c == '\n';
+  for (const char* p = s.data(), *end = p + s.size();
+       (p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)))) != nullptr; ++p)
+    ++n;
   return n;
 }
 
@@ -37,15 +39,6 @@ void Sink::count_failed(std::uint64_t records, int err) {
   stats_.failed += records;
   stats_.episode_failed += records;
   stats_.last_errno = err;
-}
-
-bool Sink::flush_held() {
-  if (held_.empty()) return true;
-  const bool ok = write(held_);
-  held_.clear();
-  // A batch can be large: do not keep its buffer around after a burst.
-  if (held_.capacity() > (1u << 20)) std::string().swap(held_);
-  return ok;
 }
 
 SinkTransition Sink::take_transition() {
@@ -139,11 +132,11 @@ Result<Unit> FileSink::open_file() {
   return Unit{};
 }
 
-bool FileSink::write(std::string_view lines) {
+bool FileSink::write_counted(std::string_view lines, std::uint64_t records) {
   if (!fd_.valid()) {
     // The file could not be (re)opened: try again for each record.
     if (auto r = open_file(); !r) {
-      count_failed(count_lines(lines), r.error().sys_errno ? r.error().sys_errno : EBADF);
+      count_failed(records, r.error().sys_errno ? r.error().sys_errno : EBADF);
       return false;
     }
   }
@@ -152,7 +145,7 @@ bool FileSink::write(std::string_view lines) {
     // Only ever shrink: a file truncated meanwhile (copytruncate) is not grown back with zeros.
     struct stat st {};
     if (::fstat(fd, &st) == 0 && st.st_size > *pending_cut_ && ::ftruncate(fd, *pending_cut_) != 0) {
-      count_failed(count_lines(lines), errno);
+      count_failed(records, errno);
       return false;
     }
     pending_cut_.reset();
@@ -169,7 +162,7 @@ bool FileSink::write(std::string_view lines) {
     done += static_cast<std::size_t>(n);
   }
   if (done == lines.size()) {
-    count_written(count_lines(lines));
+    count_written(records);
     return true;
   }
   const std::size_t keep = whole_lines(lines.substr(0, done));
@@ -179,8 +172,9 @@ bool FileSink::write(std::string_view lines) {
     const off_t cut = end - static_cast<off_t>(done - keep);
     if (end < 0 || ::ftruncate(fd, cut) != 0) pending_cut_ = end < 0 ? std::nullopt : std::optional<off_t>(cut);
   }
-  if (keep > 0) count_written(count_lines(lines.substr(0, keep)));
-  count_failed(count_lines(lines.substr(keep)), err ? err : EIO);
+  const std::uint64_t kept = count_lines(lines.substr(0, keep));
+  if (kept > 0) count_written(kept);
+  count_failed(records - kept, err ? err : EIO);
   return false;
 }
 
@@ -251,19 +245,19 @@ std::size_t FdSink::put(std::string_view data, int* err) {
   return done;
 }
 
-bool FdSink::write(std::string_view lines) {
+bool FdSink::write_counted(std::string_view lines, std::uint64_t records) {
   int err = 0;
   if (!carry_.empty()) {
     const std::size_t n = put(carry_, &err);
     carry_.erase(0, n);
     if (!carry_.empty()) {
-      count_failed(count_lines(lines), err);
+      count_failed(records, err);
       return false;
     }
   }
   const std::size_t done = put(lines, &err);
   if (done == lines.size()) {
-    count_written(count_lines(lines));
+    count_written(records);
     return true;
   }
   std::size_t keep = whole_lines(lines.substr(0, done));
@@ -273,8 +267,9 @@ bool FdSink::write(std::string_view lines) {
     keep = eol == std::string_view::npos ? lines.size() : eol + 1;
     carry_.assign(lines.substr(done, keep - done));
   }
-  if (keep > 0) count_written(count_lines(lines.substr(0, keep)));
-  if (keep < lines.size()) count_failed(count_lines(lines.substr(keep)), err ? err : EIO);
+  const std::uint64_t kept = count_lines(lines.substr(0, keep));
+  if (kept > 0) count_written(kept);
+  if (keep < lines.size()) count_failed(records - kept, err ? err : EIO);
   return false;
 }
 

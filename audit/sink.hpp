@@ -50,17 +50,19 @@ class Sink {
   // One record: `line` is `e` serialised with its '\n'. Line sinks write the line.
   virtual bool write_event(const Event& e, std::string_view line) {
     (void)e;
-    return write(line);
+    return write_counted(line, 1);
+  }
+  // `lines` holding `records` whole lines (the caller counted them): line
+  // sinks need not count them again.
+  virtual bool write_counted(std::string_view lines, std::uint64_t records) {
+    (void)records;
+    return write(lines);
   }
   // Batching (Pipeline::set_flush_scheduler): a sink that writes lines as a
-  // byte stream (file, stdout, null) holds the records of a batch and writes
-  // them at flush with one write(); one that sends a datagram per record
-  // (journald, syslog) writes each at once.
+  // byte stream (file, stdout, null) gets the records of a batch, held by the
+  // pipeline, with one write_counted() at flush; one that sends a datagram
+  // per record (journald, syslog) writes each at once.
   virtual bool batches_lines() const { return false; }
-  void hold(std::string_view line) { held_.append(line); }
-  std::size_t held_bytes() const { return held_.size(); }
-  // Writes the held records, if any, with one write(); false if that failed.
-  bool flush_held();
   virtual Result<Unit> reopen() { return Unit{}; }
   // Called on a timer: a file sink notices its path deleted or replaced and
   // reopens it. Returns what it noticed, when it did.
@@ -76,7 +78,6 @@ class Sink {
 
  private:
   bool reported_healthy_{true};
-  std::string held_;
 };
 
 std::uint64_t count_lines(std::string_view s);
@@ -92,7 +93,8 @@ class FileSink final : public Sink {
   static Result<std::unique_ptr<FileSink>> open(std::string path);
   std::string_view name() const override { return name_; }
   bool batches_lines() const override { return true; }
-  bool write(std::string_view lines) override;
+  bool write(std::string_view lines) override { return write_counted(lines, count_lines(lines)); }
+  bool write_counted(std::string_view lines, std::uint64_t records) override;
   Result<Unit> reopen() override;
   // stat(path) against fstat(fd): a deleted or replaced file is reopened.
   std::optional<SinkCheck> check() override;
@@ -118,7 +120,8 @@ class FdSink final : public Sink {
   FdSink(int fd, std::string name);
   std::string_view name() const override { return name_; }
   bool batches_lines() const override { return true; }
-  bool write(std::string_view lines) override;
+  bool write(std::string_view lines) override { return write_counted(lines, count_lines(lines)); }
+  bool write_counted(std::string_view lines, std::uint64_t records) override;
 
  private:
   // Bytes written before EAGAIN or an error (errno kept in *err).
@@ -135,8 +138,9 @@ class NullSink final : public Sink {
  public:
   std::string_view name() const override { return "null"; }
   bool batches_lines() const override { return true; }
-  bool write(std::string_view lines) override {
-    count_written(count_lines(lines));
+  bool write(std::string_view lines) override { return write_counted(lines, count_lines(lines)); }
+  bool write_counted(std::string_view, std::uint64_t records) override {
+    count_written(records);
     return true;
   }
 };

@@ -297,7 +297,9 @@ void XfrmTable::clear() {
 std::shared_ptr<const SaContext> XfrmTable::context(const SaEntry& e) const {
   if (!e.context) {
     SaContext c{e.sa, netns_, e.direction, e.direction_source, e.direction_pending};
-    c.json = sa_json(c);
+    // Packet records, many per context, copy this text; the one change
+    // record of a context (sa-added, sa-expired, ...) is written from the fields.
+    c.packet_json = sa_json(c, false);
     e.context = std::make_shared<const SaContext>(std::move(c));
   }
   return e.context;

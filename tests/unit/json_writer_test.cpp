@@ -173,15 +173,22 @@ TEST(JsonWriter, ReplayInferenceIsWrittenAsTheDetailObjectItReplaced) {
   }
 }
 
-// An SA context made by the table carries its `sa` text; the record is the
-// same as from the fields.
-TEST(JsonWriter, CachedSaTextIsTheSaObject) {
+namespace {
+XfrmSa esp_sa() {
   XfrmSa sa;
   sa.saddr = IpAddress::parse("10.0.0.1").value();
   sa.daddr = IpAddress::parse("10.0.0.2").value();
   sa.spi = 0x1001;
   sa.proto = 50;
   sa.reqid = 7;
+  return sa;
+}
+}  // namespace
+
+// An SA context made by the table carries its `sa` text; the record is the
+// same as from the fields.
+TEST(JsonWriter, CachedSaTextIsTheSaObject) {
+  XfrmSa sa = esp_sa();
   sa.replay_window = 32;
   sa.aead = XfrmAeadAlg{"rfc4106(gcm(aes))", 128};
   sa.lifetime.soft_byte_limit = sa.lifetime.hard_byte_limit = ~0ULL;
@@ -193,9 +200,112 @@ TEST(JsonWriter, CachedSaTextIsTheSaObject) {
   JsonWriter w("testhost");
   std::string plain, cached;
   w.write(e, plain);
-  c.json = sa_json(c);
+  c.json = sa_json(c, true);
+  c.packet_json = sa_json(c, false);
   e.sa = std::make_shared<const SaContext>(c);
   w.write(e, cached);
   EXPECT_EQ(plain, cached);
   EXPECT_TRUE(render(e)["sa"].contains("direction_reason"));
+
+  // A change record on the same SA: the whole object, cached or not.
+  e.kind = EventKind::sa_added;
+  plain.clear();
+  cached.clear();
+  w.write(e, cached);
+  c.json.clear();
+  c.packet_json.clear();
+  e.sa = std::make_shared<const SaContext>(c);
+  w.write(e, plain);
+  EXPECT_EQ(plain, cached);
+}
+
+// A packet record's `sa` names the SA; a change record's carries its
+// lifetime and counters too.
+TEST(JsonWriter, PacketRecordSaNamesTheSa) {
+  XfrmSa sa = esp_sa();
+  sa.mode = 1;
+  sa.replay_window = 32;
+  sa.aead = XfrmAeadAlg{"rfc4106(gcm(aes))", 128};
+  sa.lifetime.soft_byte_limit = sa.lifetime.hard_byte_limit = ~0ULL;
+  sa.current.bytes = 1300;
+  sa.current.packets = 10;
+  sa.selector.family = 2;
+  sa.selector.saddr = sa.saddr;
+  sa.selector.daddr = sa.daddr;
+  sa.mark = XfrmMark{5, 0xff};
+  sa.if_id = 3;
+  SaContext c{sa, "b", SaDirection::in, DirectionSource::policy, DirectionPending::none};
+  c.json = sa_json(c, true);
+  c.packet_json = sa_json(c, false);
+  Event e = from("audit(1795394826.304:15): op=SA-replayed-pkt src=10.0.0.1 dst=10.0.0.2 spi=4097(0x1001) seqno=4");
+  e.sa = std::make_shared<const SaContext>(c);
+  const json p = render(e)["sa"];
+  EXPECT_FALSE(p.contains("lifetime"));
+  EXPECT_FALSE(p.contains("current"));
+  EXPECT_EQ(p["netns"], "b");
+  EXPECT_EQ(p["spi"], 0x1001);
+  EXPECT_EQ(p["proto"], "esp");
+  EXPECT_EQ(p["src"], "10.0.0.1");
+  EXPECT_EQ(p["dst"], "10.0.0.2");
+  EXPECT_EQ(p["reqid"], 7);
+  EXPECT_EQ(p["mode"], "tunnel");
+  EXPECT_EQ(p["algorithms"]["aead"]["name"], "rfc4106(gcm(aes))");
+  EXPECT_EQ(p["replay_window"], 32);
+  EXPECT_EQ(p["esn"], false);
+  EXPECT_EQ(p["selector"]["src"], "10.0.0.1");
+  EXPECT_EQ(p["direction"], "in");
+  EXPECT_EQ(p["direction_source"], "policy");
+  EXPECT_EQ(p["mark"]["value"], 5);
+  EXPECT_EQ(p["if_id"], 3);
+
+  e.kind = EventKind::sa_expired;
+  const json f = render(e)["sa"];
+  EXPECT_TRUE(f["lifetime"]["hard"]["bytes"].is_null());
+  EXPECT_EQ(f["current"]["bytes"], 1300);
+  EXPECT_EQ(f["current"]["packets"], 10);
+  json rest = f;
+  rest.erase("lifetime");
+  rest.erase("current");
+  EXPECT_EQ(rest, p) << "the packet form is the whole object less lifetime and current";
+}
+
+// Every byte at every place of a string longer than the 8-byte scan: escaped
+// as the bytewise rules say, wherever it falls in a word.
+TEST(JsonWriter, EscapeScanFindsEveryByteAnywhere) {
+  auto esc = [](unsigned char b) -> std::string {
+    switch (b) {
+      case '"':
+        return "\\\"";
+      case '\\':
+        return "\\\\";
+      case '\n':
+        return "\\n";
+      case '\r':
+        return "\\r";
+      case '\t':
+        return "\\t";
+      default:
+        break;
+    }
+    if (b >= 0x80) return "\\ufffd";  // alone, never valid UTF-8
+    if (b < 0x20 || b == 0x7F) {
+      char u[8];
+      std::snprintf(u, sizeof u, "\\u%04x", b);
+      return u;
+    }
+    return std::string(1, static_cast<char>(b));
+  };
+  for (std::size_t len : {1u, 7u, 8u, 9u, 17u, 24u}) {
+    for (std::size_t at = 0; at < len; ++at) {
+      for (int b = 0; b < 256; ++b) {
+        std::string in(len, 'a');
+        in[at] = static_cast<char>(b);
+        std::string out;
+        append_json_string(out, in);
+        const std::string want =
+            "\"" + std::string(at, 'a') + esc(static_cast<unsigned char>(b)) + std::string(len - at - 1, 'a') + "\"";
+        ASSERT_EQ(out, want) << "byte " << b << " at " << at << " of " << len;
+      }
+    }
+  }
 }
