@@ -63,9 +63,15 @@ void ReplayResolver::add(Event&& e, const Source& src, const XfrmSa& sa) {
     b.ref = sa_ref(sa);
     ++held_;
     if (ticker_ && ticker_->enabled()) {
-      // Decided at the first tick `coalesce` after this (a record drained by
-      // a tick counts from that tick: no clock read per batch there).
-      b.opened = ticker_->in_tick() ? ticker_->now() : BatchTicker::Clock::now();
+      // A record drained by a tick is decided at the end of that same tick
+      // (the tracker's part of the tick runs after the drain): the tick has
+      // already gathered up to one period of the SA's records, which is the
+      // coalescing, and waiting `coalesce` more would add a whole period to
+      // every replay record's delay (at the default 50 ms tick: 50-100 ms
+      // instead of 0-50 ms, past the 100 ms p99 of issue 17). A record
+      // added outside a tick waits `coalesce` for its companions, decided at
+      // the first tick past it.
+      b.opened = ticker_->in_tick() ? ticker_->now() - coalesce_ : BatchTicker::Clock::now();
       order_.push_back(k);
       ticker_->wake();
     } else {

@@ -134,38 +134,38 @@ TEST(ReplayResolver, RefusedGetsaGivesUnknownBasis) {
 // Batched: no timer of its own; a batch is decided at the first tick at
 // least the coalescing interval (20 ms) after its first record: records
 // drained by one tick (50 ms) are decided at the next.
-TEST(ReplayResolver, BatchedDecidesAtTheFirstTickPastTheInterval) {
+TEST(ReplayResolver, BatchedDecidesAtTheTickThatReadTheRecords) {
   Fixture f(std::chrono::milliseconds(20));
   Ticked t(f.r);
   std::weak_ptr<NetlinkRequester> gone;
   const ReplayResolver::Source src{&f, "vpn", gone};
   t.ticker.wake();
-  const auto first = t.ticker.next();
-  t.during = [&] {
+  t.during = [&] {  // the audit source's drain, before the resolver's part of the tick
     f.r.add(replay_event(4), src, some_sa());
     f.r.add(replay_event(5), src, some_sa());
   };
   t.tick();
-  EXPECT_TRUE(f.out.empty());  // opened at this tick: not due before first + 20 ms
-  EXPECT_TRUE(f.r.holding());
-  EXPECT_FALSE(f.r.tick(first + std::chrono::milliseconds(20)));  // due exactly then: decided, none left
-  ASSERT_EQ(f.out.size(), 2u);
+  ASSERT_EQ(f.out.size(), 2u);  // decided together at the end of that tick, not a period later
   EXPECT_FALSE(f.r.holding());
   for (const auto& e : f.out) EXPECT_EQ(e.replay_basis, ReplayBasis::unknown);  // the namespace is gone
   EXPECT_EQ(f.io.poll(), 0u);  // no timer was set
+  EXPECT_TRUE(t.ticker.ticking());  // idle ticks until it stops
+}
 
-  // One tick later than due at most: opened at a tick, decided at the next.
-  f.out.clear();
-  t.during = [&] { f.r.add(replay_event(6), src, some_sa()); };
-  t.tick();
+// A record added outside a tick (not drained by one) waits `coalesce` for
+// its companions and is decided at the first tick past it.
+TEST(ReplayResolver, BatchedOutsideATickWaitsTheInterval) {
+  Fixture f(std::chrono::seconds(10));  // far longer than this test's own run, however busy the machine
+  Ticked t(f.r);
+  f.r.add(replay_event(6), ReplayResolver::Source{&f, "vpn", {}}, some_sa());
+  EXPECT_TRUE(t.ticker.ticking());  // the add woke the ticker
+  const auto now = BatchTicker::Clock::now();
+  EXPECT_TRUE(f.r.tick(now));  // not due yet: still held
   EXPECT_TRUE(f.out.empty());
-  EXPECT_TRUE(f.r.tick(t.ticker.next() - std::chrono::milliseconds(31)));  // 19 ms after: still held
-  EXPECT_TRUE(f.out.empty());
-  t.tick();
+  EXPECT_FALSE(f.r.tick(now + std::chrono::seconds(11)));  // past the interval: decided, none left
   ASSERT_EQ(f.out.size(), 1u);
   EXPECT_EQ(*f.out[0].seq, 6u);
-  EXPECT_FALSE(f.r.holding());
-  EXPECT_TRUE(t.ticker.ticking());  // idle ticks until it stops
+  EXPECT_EQ(f.io.poll(), 0u);  // no timer was set
 }
 
 // Batched, at stop: what is held is decided by flush, not left to a tick.
@@ -182,7 +182,7 @@ TEST(ReplayResolver, BatchedFlushDecidesWhatIsHeld) {
   EXPECT_FALSE(f.r.holding());
 }
 
-// In a namespace of its own: the batch due at a tick gets its GETSA and the
+// In a namespace of its own: the batch read by a tick gets its GETSA and the
 // answer in that tick (the kernel replies inside sendmsg), with nothing left
 // waiting. With an SA there (a kernel with ESP) the records are classified
 // from its counters; without, the refusal decides them: basis unknown.
@@ -208,10 +208,7 @@ TEST(ReplayResolver, BatchedGetsaIsAnsweredInTheTick) {
     const ReplayResolver::Source src{&f, name, *rq};
     t.ticker.wake();
     t.during = [&] { f.r.add(replay_event(4), src, some_sa()); };
-    t.tick();
-    EXPECT_TRUE(f.out.empty());
-    EXPECT_EQ(f.getsa, 0u);
-    t.tick();
+    t.tick();  // read by this tick: its GETSA and answer in the same tick
     ASSERT_EQ(f.out.size(), 1u);
     EXPECT_EQ(f.getsa, 1u);
     if (esp) {
