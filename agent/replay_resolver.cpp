@@ -26,9 +26,11 @@ std::size_t SaKeyHash::operator()(const SaKey& k) const {
   return static_cast<std::size_t>(h);
 }
 
-std::size_t ReplayResolver::KeyHash::operator()(const Key& k) const {
-  return SaKeyHash{}(k.sa) ^ (std::hash<const void*>{}(k.owner) * 0x9E3779B97F4A7C15ULL);
+std::size_t hash_sa_in(const void* owner, const SaKey& k) {
+  return SaKeyHash{}(k) ^ (std::hash<const void*>{}(owner) * 0x9E3779B97F4A7C15ULL);
 }
+
+std::size_t ReplayResolver::KeyHash::operator()(const Key& k) const { return hash_sa_in(k.owner, k.sa); }
 
 struct ReplayResolver::Batch {
   Source src;
@@ -86,7 +88,10 @@ void ReplayResolver::add(Event&& e, const Source& src, const XfrmSa& sa) {
 }
 
 bool ReplayResolver::tick(BatchTicker::Clock::time_point now) {
-  // Opened in order with the same interval: the due batches are in front.
+  // Due in the order opened (a batch read by a tick is due at that tick, one
+  // added outside a tick `coalesce` after it): the due batches are in front,
+  // except that a batch read by a tick right after one added outside a tick
+  // waits behind it, at most `coalesce` (rare: records come from ticks).
   while (!order_.empty()) {
     auto it = sas_.find(order_.front());
     if (it != sas_.end() && it->second.held && now < it->second.held->opened + coalesce_) break;

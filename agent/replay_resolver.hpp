@@ -43,6 +43,9 @@ namespace ipsec {
 struct SaKeyHash {
   std::size_t operator()(const SaKey& k) const;
 };
+// An SA in the namespace a watcher (`owner`) follows: the resolver's and the
+// tracker's per-SA maps.
+std::size_t hash_sa_in(const void* owner, const SaKey& k);
 
 class ReplayResolver {
  public:

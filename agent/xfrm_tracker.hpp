@@ -227,7 +227,7 @@ class XfrmTracker {
   };
   struct SeenKeyHash {
     std::size_t operator()(const SeenKey& k) const {
-      return SaKeyHash{}(k.sa) ^ (std::hash<const void*>{}(k.w) * 0x9E3779B97F4A7C15ULL) ^ std::size_t{k.integrity};
+      return hash_sa_in(k.w, k.sa) ^ std::size_t{k.integrity};
     }
   };
   mutable std::unordered_map<SeenKey, std::uint64_t, SeenKeyHash> seen_;
