@@ -18,6 +18,17 @@
 using namespace ipsec;
 
 namespace {
+// A flush without NLM_F_ACK: the kernel sends nothing back.
+std::vector<std::uint8_t> flush_without_ack(std::uint32_t seq) {
+  std::vector<std::uint8_t> b(NLMSG_SPACE(sizeof(xfrm_usersa_flush)));
+  auto* h = reinterpret_cast<nlmsghdr*>(b.data());
+  h->nlmsg_len = static_cast<std::uint32_t>(b.size());
+  h->nlmsg_type = XFRM_MSG_FLUSHSA;
+  h->nlmsg_flags = NLM_F_REQUEST;
+  h->nlmsg_seq = seq;
+  return b;
+}
+
 class RequesterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -94,15 +105,7 @@ TEST_F(RequesterTest, NoReplyEndsAtTheDeadlineAndTheNextRequestStillWorks) {
   // A flush without NLM_F_ACK: the kernel sends nothing back, so waiting for
   // an ACK can only end at the deadline.
   rq->request(
-      [](std::uint32_t seq) {
-        std::vector<std::uint8_t> b(NLMSG_SPACE(sizeof(xfrm_usersa_flush)));
-        auto* h = reinterpret_cast<nlmsghdr*>(b.data());
-        h->nlmsg_len = static_cast<std::uint32_t>(b.size());
-        h->nlmsg_type = XFRM_MSG_FLUSHSA;
-        h->nlmsg_flags = NLM_F_REQUEST;
-        h->nlmsg_seq = seq;
-        return b;
-      },
+      flush_without_ack,
       ReplyKind::ack, [](const NetlinkMessage&) {}, [&](const Result<Unit>& r) { first = r; });
   rq->request([](std::uint32_t seq) { return build_xfrm_dump_policy(seq); }, ReplyKind::dump,
               [](const NetlinkMessage&) {}, [&](const Result<Unit>& r) { second = r; });
@@ -199,15 +202,7 @@ TEST_F(RequesterTest, RequestNowFallsBackToTheLoop) {
   io_.restart();
   got.reset();
   EXPECT_FALSE(rq->request_now(
-      [](std::uint32_t seq) {
-        std::vector<std::uint8_t> b(NLMSG_SPACE(sizeof(xfrm_usersa_flush)));
-        auto* h = reinterpret_cast<nlmsghdr*>(b.data());
-        h->nlmsg_len = static_cast<std::uint32_t>(b.size());
-        h->nlmsg_type = XFRM_MSG_FLUSHSA;
-        h->nlmsg_flags = NLM_F_REQUEST;
-        h->nlmsg_seq = seq;
-        return b;
-      },
+      flush_without_ack,
       ReplyKind::ack, [](const NetlinkMessage&) {}, [&](const Result<Unit>& r) { got = r; }));
   EXPECT_FALSE(got);
   // Until the deadline (run() would go on: the read stays armed until the
